@@ -1,0 +1,248 @@
+"""Result models shared by probes, the pull test and the CLI.
+
+Everything here is serialised as the public JSON interface (``--json``), so fields are only ever
+added, never renamed. No model may hold a credential: callers pass only redacted text.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Cause(StrEnum):
+    """The fixed vocabulary of failure causes (README, JSON field ``cause``)."""
+
+    INVALID_REFERENCE = "invalid_reference"
+    MANIFEST_NOT_FOUND = "manifest_not_found"
+    REPOSITORY_NOT_FOUND = "repository_not_found"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    DNS_FAILURE = "dns_failure"
+    CONNECTION_REFUSED = "connection_refused"
+    TIMEOUT = "timeout"
+    TLS_ERROR = "tls_error"
+    HTTP_HTTPS_MISMATCH = "http_https_mismatch"
+    PLATFORM_MISMATCH = "platform_mismatch"
+    LAYER_CORRUPT = "layer_corrupt"
+    BLOB_NOT_FOUND = "blob_not_found"
+    DISK_FULL = "disk_full"
+    RUNTIME_UNAVAILABLE = "runtime_unavailable"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Phase(_Model):
+    """One timed step of a probe or of the pull test."""
+
+    name: str
+    ok: bool
+    duration_ms: float
+    detail: str = ""
+
+
+# --- probe evidence, one model per probe kind (discriminated by ``kind``) -------------------
+
+
+class DnsAnswer(_Model):
+    rdtype: Literal["A", "AAAA"]
+    addresses: list[str] = []
+    rcode: str = ""  # NOERROR, NXDOMAIN, SERVFAIL, TIMEOUT, ...
+    server: str = ""  # the nameserver that answered (or was last tried)
+    duration_ms: float = 0.0
+
+
+class DnsEvidence(_Model):
+    kind: Literal["dns"] = "dns"
+    host: str
+    resolv_conf: str
+    nameservers: list[str] = []
+    source: Literal["literal", "hosts-file", "dns"] = "dns"
+    answers: list[DnsAnswer] = []
+    addresses: list[str] = []
+
+
+class TcpEvidence(_Model):
+    kind: Literal["tcp"] = "tcp"
+    address: str
+    port: int
+    family: Literal["ipv4", "ipv6"]
+
+
+class TlsEvidence(_Model):
+    kind: Literal["tls"] = "tls"
+    address: str
+    port: int
+    server_name: str
+    verified: bool = False
+    skip_verify: bool = False
+    ca_files: list[str] = []
+    version: str = ""
+    cipher: str = ""
+    subject: str = ""
+    issuer: str = ""
+    sans: list[str] = []
+    not_before: str = ""
+    not_after: str = ""
+    verify_error: str = ""
+
+
+class HttpEvidence(_Model):
+    kind: Literal["http"] = "http"
+    method: str
+    url: str
+    status: int | None = None
+    api_version: str = ""  # Docker-Distribution-API-Version
+    www_authenticate: str = ""
+    auth_scheme: str = ""  # Bearer / Basic / "" (none)
+    realm: str = ""
+    service: str = ""
+    error_codes: list[str] = []  # registry error codes from a JSON body
+
+
+class TokenEvidence(_Model):
+    kind: Literal["token"] = "token"
+    realm: str
+    service: str = ""
+    scope: str = ""
+    status: int | None = None
+    authenticated: bool = False  # credentials were sent (never the credentials themselves)
+    expires_in: int | None = None
+    error_codes: list[str] = []
+
+
+class ManifestEvidence(_Model):
+    kind: Literal["manifest"] = "manifest"
+    url: str
+    status: int | None = None
+    digest: str = ""
+    media_type: str = ""
+    content_length: int | None = None
+    ratelimit_limit: str = ""
+    ratelimit_remaining: str = ""
+    ratelimit_source: str = ""
+    error_codes: list[str] = []
+    repository_exists: bool | None = None  # from tags/list when the manifest was missing
+
+
+Evidence = Annotated[
+    DnsEvidence | TcpEvidence | TlsEvidence | HttpEvidence | TokenEvidence | ManifestEvidence,
+    Field(discriminator="kind"),
+]
+
+
+class ProbeResult(_Model):
+    """What every probe returns: success, timed phases, evidence, and a cause on failure."""
+
+    probe: Literal["dns", "tcp", "tls", "http", "token", "manifest"]
+    target: str  # host, address:port, or URL — never carries credentials
+    success: bool
+    duration_ms: float
+    phases: list[Phase] = []
+    cause: Cause | None = None
+    error: str = ""  # one line, redacted
+    evidence: Evidence | None = None
+
+
+class Endpoint(_Model):
+    """One registry host containerd would contact for an image, in the order it tries them."""
+
+    url: str  # scheme://host[:port][/path]
+    scheme: Literal["http", "https"]
+    host: str  # hostname or IP literal, no brackets
+    port: int
+    path: str = "/v2"
+    role: Literal["mirror", "upstream"]
+    capabilities: list[str] = ["pull", "resolve"]
+    ca_files: list[str] = []
+    client_certs: list[tuple[str, str]] = []  # (cert, key) paths
+    skip_verify: bool = False
+    override_path: bool = False
+    namespace: str = ""  # original registry host when a mirror serves it (sent as ?ns=)
+    config_file: str = ""  # the hosts.toml that defined it, "" when defaulted
+
+
+class EndpointReport(_Model):
+    """The probe chain for one endpoint: dns -> tcp -> tls -> http (/v2/) -> token -> manifest."""
+
+    endpoint: Endpoint
+    success: bool
+    cause: Cause | None = None
+    summary: str = ""  # one line naming what failed where, e.g. "TCP connect to 127.0.0.1:15098 refused"
+    duration_ms: float = 0.0
+    probes: list[ProbeResult] = []
+
+
+class RuntimeInfo(_Model):
+    endpoint: str
+    api_version: str  # "v1" or "v1alpha2", as negotiated
+    runtime_name: str = ""
+    runtime_version: str = ""
+    runtime_api_version: str = ""
+
+
+class ImageResult(_Model):
+    present_before: bool
+    image_id: str = ""
+    repo_digest: str = ""
+    size_bytes: int | None = None
+    removed: bool = False  # removed after the test because it was not present before
+
+
+class CredentialAttempt(_Model):
+    """One credential tried for a pull, named by where it came from — never by its secret."""
+
+    source: str  # "anonymous", "--creds", "--auth", "docker-config:/path[quay.io]"
+    ok: bool
+    cause: Cause | None = None
+    error: str = ""
+
+
+class PullTestResult(_Model):
+    """The JSON object ``pullcheck pull --json`` prints (schema in the README)."""
+
+    schema_version: int = 1
+    pullcheck_version: str
+    node: str
+    image: str  # as given
+    reference: str = ""  # normalised (containerd's form), "" when invalid
+    mode: Literal["resolve", "pull"]
+    success: bool
+    cause: Cause | None = None
+    summary: str = ""
+    remedy: str = ""
+    runtime_error: str = ""  # the runtime's own text, redacted, when the pull failed
+    warnings: list[str] = []  # e.g. a mirror that failed while the upstream worked
+    started_at: str  # RFC 3339, UTC
+    duration_ms: float
+    phases: list[Phase] = []
+    runtime: RuntimeInfo | None = None
+    image_info: ImageResult | None = None
+    credentials: list[CredentialAttempt] = []
+    endpoints: list[EndpointReport] = []
+
+
+class ProbeReport(_Model):
+    """The JSON object ``pullcheck probe --json`` prints: the registry path without the runtime."""
+
+    schema_version: int = 1
+    pullcheck_version: str
+    node: str
+    target: str  # as given
+    registry: str = ""
+    reference: str = ""  # normalised image reference, "" when a registry was given
+    success: bool
+    cause: Cause | None = None
+    summary: str = ""
+    remedy: str = ""
+    warnings: list[str] = []
+    started_at: str
+    duration_ms: float
+    endpoints: list[EndpointReport] = []
