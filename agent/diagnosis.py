@@ -1,0 +1,265 @@
+"""Diagnosis: turn a runtime error and probe evidence into one cause, a summary and a remedy.
+
+Two sources are combined:
+
+* the runtime's own error text (containerd 1.4 … 2.x and CRI-O wordings, with or without kubelet's
+  ``rpc error: code = … desc =`` prefix), matched by :func:`classify_error`;
+* the registry-path probes (:class:`~agent.models.EndpointReport`), which settle what the text
+  cannot, e.g. "pull access denied, repository does not exist or may require authorization" becomes
+  ``repository_not_found`` or ``unauthorized`` depending on what the registry answered.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agent.models import Cause, EndpointReport
+
+__all__ = [
+    "AMBIGUOUS_CAUSES",
+    "Diagnosis",
+    "classify_error",
+    "diagnose",
+    "remedy",
+    "sanitize_error",
+]
+
+# Causes that the runtime text alone cannot settle; the probe evidence decides between them.
+AMBIGUOUS_CAUSES = frozenset({Cause.MANIFEST_NOT_FOUND, Cause.UNAUTHORIZED})
+
+_QUOTED = re.compile(r'"[^"]*"')
+_URL = re.compile(r"\bhttps?://[^\s\"]+?(?=:\s|[\s\"]|$)")
+_USERINFO = re.compile(r"(\bhttps?://)[^/\s@\"]+@")
+_SECRET_PARAMS = re.compile(
+    r"(?i)\b(password|passwd|token|access_token|refresh_token|auth|secret)=([^&\s\"]+)"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
+
+# (cause, pattern) in priority order: the first match wins. Texts overlap, so order matters:
+# disk-full beats unpack errors, HTTP/HTTPS mismatch beats generic TLS, DNS beats timeouts,
+# rate limits beat 4xx, and "not found" forms come last.
+_RULES: tuple[tuple[Cause, re.Pattern[str]], ...] = tuple(
+    (cause, re.compile(pattern, re.IGNORECASE))
+    for cause, pattern in (
+        (Cause.INVALID_REFERENCE, r"invalid reference format|must be lowercase"
+         r"|failed to parse image reference|couldn't parse image name"),
+        (Cause.DISK_FULL, r"no space left on device|disk quota exceeded"),
+        (Cause.PLATFORM_MISMATCH, r"no match for platform in manifest"
+         r"|no image found in (manifest list|image index) for architecture"
+         r"|image with reference .* was found but does not match the specified platform"),
+        (Cause.LAYER_CORRUPT, r"invalid tar header|failed to extract layer|apply layer error"
+         r"|failed to unpack image|error processing tar file|gzip: invalid header"
+         r"|zstd: |unexpected commit digest|digest mismatch|invalid checksum digest format"
+         r"|failed size validation"),
+        (Cause.RATE_LIMITED, r"toomanyrequests|429 too many requests|pull rate limit"
+         r"|too many requests"),
+        (Cause.HTTP_HTTPS_MISMATCH, r"server gave http response to https client"
+         r"|first record does not look like a tls handshake|wrong version number"
+         r"|http: server gave http response"),
+        (Cause.TLS_ERROR, r"x509:|tls: failed to verify certificate|certificate signed by unknown"
+         r"|tls: bad certificate|tls: handshake failure|certificate has expired"
+         r"|certificate is not valid|certificate verify failed"),
+        (Cause.DNS_FAILURE, r"lookup \S+( on \S+)?: (no such host|server misbehaving"
+         r"|temporary failure in name resolution|no answer from dns server"
+         r"|read udp [^:]+:\d+->\S+: i/o timeout|i/o timeout|dial udp)"
+         r"|temporary failure in name resolution|name or service not known"
+         r"|no such host"),
+        (Cause.CONNECTION_REFUSED, r"connection refused|no route to host|network is unreachable"
+         r"|connection reset by peer"),
+        (Cause.TIMEOUT, r"i/o timeout|connection timed out|tls handshake timeout"
+         r"|deadline exceeded|client\.timeout|timeout awaiting response headers"
+         r"|cancel pulling image .* because of no progress"),
+        (Cause.CANCELLED, r"context canceled|code = canceled"),
+        (Cause.FORBIDDEN, r"403 forbidden|\bdenied: |requested access to the resource is denied"),
+        (Cause.BLOB_NOT_FOUND, r"/blobs/[^\s]*\bnot found|blob unknown|blob_unknown"
+         r"|content at \S+ not found|fetching blob"),
+        (Cause.REPOSITORY_NOT_FOUND, r"name unknown|name_unknown|repository name not known"),
+        (Cause.UNAUTHORIZED, r"401 unauthorized|failed to fetch (oauth|anonymous) token"
+         r"|no basic auth credentials|authorization failed|unauthorized: |authentication required"
+         r"|pull access denied"),
+        (Cause.MANIFEST_NOT_FOUND, r"manifest unknown|manifest_unknown"
+         r"|failed to resolve (reference|image)[^\n]*: not found|: not found\s*$|code = notfound"
+         r"|reading manifest .* not found"),
+        (Cause.RUNTIME_UNAVAILABLE, r"code = unavailable|connection error: desc = \"transport"
+         r"|unknown service runtime\.v1"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    cause: Cause
+    summary: str
+    remedy: str
+
+
+def sanitize_error(text: str) -> str:
+    """Remove anything credential-like from an error text before it is stored or shown."""
+    text = _USERINFO.sub(r"\1<redacted>@", text)
+    text = _SECRET_PARAMS.sub(r"\1=<redacted>", text)
+    return _BEARER.sub(r"\1 <redacted>", text)
+
+
+def _strip_names(text: str) -> str:
+    """Drop quoted strings and URLs: image names and hosts may contain words like "denied".
+
+    containerd also repeats the quoted reference unquoted (``"R": R: not found``), so every
+    quoted name is removed wherever it appears.
+    """
+    for name in sorted({m.strip('"') for m in _QUOTED.findall(text)}, key=len, reverse=True):
+        if len(name) > 2:
+            text = text.replace(name, "…")
+    return _URL.sub("<url>", text)
+
+
+def classify_error(text: str, grpc_code: str | None = None) -> Cause:
+    """Classify a runtime pull error by its text (and gRPC status code name, if known).
+
+    The text is what containerd or CRI-O returned (optionally with kubelet's prefix). Causes in
+    :data:`AMBIGUOUS_CAUSES` should be refined with probe evidence by :func:`diagnose`.
+    """
+    code = (grpc_code or "").upper()
+    if code == "DEADLINE_EXCEEDED":
+        return Cause.TIMEOUT
+    if code in {"UNAVAILABLE", "UNIMPLEMENTED"} and "failed to pull" not in text:
+        return Cause.RUNTIME_UNAVAILABLE
+    # Blob URLs are informative (…/blobs/sha256:… not found), so match them before stripping.
+    if code == "NOT_FOUND" and "/blobs/" in text and "platform" not in text:
+        return Cause.BLOB_NOT_FOUND
+    stripped = _strip_names(text)
+    for cause, pattern in _RULES:
+        if pattern.search(stripped) or (cause is Cause.BLOB_NOT_FOUND and pattern.search(text)):
+            return cause
+    if code == "CANCELLED":
+        return Cause.CANCELLED
+    if code == "NOT_FOUND":
+        return Cause.MANIFEST_NOT_FOUND
+    return Cause.UNKNOWN
+
+
+def _first_failure(reports: Sequence[EndpointReport]) -> EndpointReport | None:
+    """The endpoint failure containerd would report: first non-not-found error, else not-found."""
+    failed = [r for r in reports if not r.success and r.cause is not None]
+    not_found = {Cause.MANIFEST_NOT_FOUND, Cause.REPOSITORY_NOT_FOUND}
+    for report in failed:
+        if report.cause not in not_found:
+            return report
+    return failed[0] if failed else None
+
+
+def _report_with(reports: Sequence[EndpointReport], cause: Cause) -> EndpointReport | None:
+    return next((r for r in reports if r.cause is cause), None)
+
+
+def _refine(cause: Cause, text: str, reports: Sequence[EndpointReport]) -> Cause:
+    """Settle what the text leaves open with what the registry answered to the probes."""
+    if cause not in AMBIGUOUS_CAUSES and cause is not Cause.UNKNOWN:
+        return cause
+    probe_causes = {r.cause for r in reports if r.cause is not None}
+    if Cause.REPOSITORY_NOT_FOUND in probe_causes and (
+        cause is Cause.MANIFEST_NOT_FOUND or "repository does not exist" in text
+    ):
+        return Cause.REPOSITORY_NOT_FOUND
+    if cause is Cause.UNKNOWN:
+        failure = _first_failure(reports)
+        if failure is not None and failure.cause is not None:
+            return failure.cause
+    return cause
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def diagnose(
+    *,
+    image: str,
+    runtime_error: str | None,
+    grpc_code: str | None,
+    reports: Sequence[EndpointReport],
+    platform: str = "",
+) -> Diagnosis | None:
+    """One cause, summary and remedy for a failed pull test, or ``None`` when nothing failed.
+
+    ``runtime_error`` is the CRI error text (``None`` in resolve mode or when the pull succeeded);
+    ``reports`` are the endpoint probe chains in the order containerd tries them.
+    """
+    if runtime_error is None:
+        if any(r.success for r in reports) or not reports:
+            return None
+        failure = _first_failure(reports)
+        assert failure is not None and failure.cause is not None
+        return Diagnosis(failure.cause, failure.summary, remedy(failure.cause, failure, image))
+    text = sanitize_error(runtime_error)
+    cause = _refine(classify_error(text, grpc_code), text, reports)
+    evidence = _report_with(reports, cause)
+    if evidence is not None and evidence.summary:
+        summary = evidence.summary
+    else:
+        summary = f"runtime: {_one_line(text)}"
+    return Diagnosis(cause, summary, remedy(cause, evidence, image, platform=platform))
+
+
+def _where(report: EndpointReport | None) -> tuple[str, str]:
+    if report is None:
+        return "the registry", "the registry port"
+    ep = report.endpoint
+    host = f"[{ep.host}]" if ":" in ep.host else ep.host
+    return host, f"{host}:{ep.port}"
+
+
+def remedy(
+    cause: Cause, report: EndpointReport | None, image: str, *, platform: str = ""
+) -> str:
+    """An action an operator can take for ``cause``, naming the host/port from the evidence."""
+    host, hostport = _where(report)
+    node_platform = platform or "the node's platform"
+    remedies: dict[Cause, str] = {
+        Cause.INVALID_REFERENCE: "Fix the image reference in the pod spec; it must follow the "
+        "name[:tag][@digest] grammar with a lowercase repository.",
+        Cause.MANIFEST_NOT_FOUND: f"The tag or digest does not exist in the repository on {host}: "
+        "pin an existing tag (list them with `skopeo list-tags`) or push the missing one.",
+        Cause.REPOSITORY_NOT_FOUND: f"The repository does not exist on {host}: check the image "
+        "name and registry host for typos, or push the image there.",
+        Cause.UNAUTHORIZED: f"{host} wants credentials that were not given or were refused: fix "
+        "or create the imagePullSecret (type kubernetes.io/dockerconfigjson) with a key matching "
+        f"{host}, and reference it from the pod or its service account.",
+        Cause.FORBIDDEN: f"{host} accepted the identity but denies pull access: grant that "
+        "account pull permission on the repository, or use a pull secret for one that has it.",
+        Cause.RATE_LIMITED: f"{host} is rate-limiting pulls from this node's address: "
+        "authenticate pulls with an imagePullSecret (higher limits), or pull through a cache or "
+        "mirror (containerd hosts.toml) instead of the upstream registry.",
+        Cause.DNS_FAILURE: f"The node cannot resolve {host}: fix the node's DNS (the resolver "
+        "in its /etc/resolv.conf and its upstreams) or correct the registry host name.",
+        Cause.CONNECTION_REFUSED: f"Nothing accepts connections on {hostport} from this node: "
+        f"allow egress to {hostport} (firewall, security group, NetworkPolicy, proxy) and check "
+        "that the registry is up on that port.",
+        Cause.TIMEOUT: f"{hostport} did not answer in time: allow egress to {hostport} "
+        "(packets are being dropped), check any proxy on the path, or the registry's health.",
+        Cause.TLS_ERROR: f"The TLS certificate of {host} is not trusted by the node: add its CA "
+        f"with `ca = \"/path/ca.crt\"` in /etc/containerd/certs.d/{hostport}/hosts.toml (or the "
+        "node trust store), or fix the certificate's names and validity.",
+        Cause.HTTP_HTTPS_MISMATCH: f"{hostport} speaks plain HTTP but the runtime uses HTTPS: "
+        f"declare it in /etc/containerd/certs.d/{hostport}/hosts.toml with "
+        f'`server = "http://{hostport}"`, or serve the registry over TLS.',
+        Cause.PLATFORM_MISMATCH: f"The image has no variant for {node_platform}: build and push "
+        "it for that platform (a multi-arch index), or keep the pod off these nodes with a "
+        "kubernetes.io/arch nodeSelector.",
+        Cause.LAYER_CORRUPT: "A layer of the image is not a valid archive or does not match its "
+        "digest: rebuild and re-push the image with valid layers.",
+        Cause.BLOB_NOT_FOUND: f"{host} serves the manifest but not one of its blobs (storage "
+        "loss or an over-eager garbage collection): re-push the image.",
+        Cause.DISK_FULL: "The node's image filesystem is full: free space (remove unused images "
+        "with `crictl rmi --prune`, tune kubelet image GC thresholds) or enlarge the disk.",
+        Cause.RUNTIME_UNAVAILABLE: "No container runtime answered on the CRI socket: start "
+        "containerd or CRI-O, pass --endpoint, or mount the runtime socket into the agent.",
+        Cause.CANCELLED: "The pull was cancelled before it finished (by the client, or by "
+        "containerd's image_pull_progress_timeout on a stalled download): retry, and if it "
+        "recurs check the network path to the registry for stalls.",
+        Cause.UNKNOWN: "The failure matched no known cause: read the runtime error in the "
+        "evidence and the probe results for each endpoint.",
+    }
+    return remedies[cause]
