@@ -1,0 +1,631 @@
+"""Registry credentials: crictl's ``--creds``/``--auth``, docker config files, kubelet's keyring.
+
+Secrets live only in :class:`Credential` objects, whose ``repr`` and ``str`` never show them.
+:class:`CredentialError` messages name the file, the registry key and the field at fault, never
+a secret (not even part of one), and are raised without chaining so no traceback shows the input.
+
+Public API::
+
+    from_creds(value) -> Credential                  # crictl --creds USER[:PASS]
+    from_auth(value) -> Credential                   # crictl --auth base64(USER[:PASS])
+    from_cli(creds, auth) -> Credential | None       # both given -> CredentialError
+    load_docker_config(path) -> Keyring              # .dockerconfigjson, .dockercfg, Secret JSON
+    loads_docker_config(text, origin=...) -> Keyring
+    Keyring().add(key, cred) / .lookup(image)        # kubelet's BasicDockerKeyring rules
+    Keyring.merge(other) -> Keyring / .extend(other) # several configs, like several pull secrets
+    key_matches(key, image) -> bool                  # kubelet's URLsMatchStr
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from agent.reference import Reference
+
+__all__ = [
+    "Credential",
+    "CredentialError",
+    "Keyring",
+    "from_auth",
+    "from_cli",
+    "from_creds",
+    "key_matches",
+    "load_docker_config",
+    "loads_docker_config",
+]
+
+_DOCKER_HUB_KEY = "index.docker.io"
+_SECRET_TYPES = {
+    "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
+    "kubernetes.io/dockercfg": ".dockercfg",
+}
+# top-level keys of a docker CLI config.json other than "auths" (none holds inline credentials)
+_DOCKER_CLI_KEYS = frozenset(
+    {"credsStore", "credHelpers", "HttpHeaders", "psFormat", "imagesFormat", "detachKeys",
+     "proxies", "currentContext", "plugins", "experimental", "stackOrchestrator", "aliases"}
+)  # fmt: skip
+_AUTH_FORMAT = "must be base64(username:password)"
+
+
+class CredentialError(ValueError):
+    """Unusable credential input. The message never contains a secret."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One set of registry credentials, as sent in a CRI ``AuthConfig``."""
+
+    username: str = ""
+    password: str = field(default="", repr=False)
+    identity_token: str = field(default="", repr=False)
+    # where it came from, safe to print: "--creds", "--auth", "docker-config:/path[quay.io]"
+    source: str = ""
+
+    def __repr__(self) -> str:
+        return f"Credential(username={self.username!r}, source={self.source!r}, secret=<redacted>)"
+
+    __str__ = __repr__
+
+    @property
+    def has_secret(self) -> bool:
+        """Whether a password or identity token is set (without revealing either)."""
+        return bool(self.password or self.identity_token)
+
+    def auth_config(self) -> dict[str, str]:
+        """The non-empty CRI ``AuthConfig`` fields (``username``, ``password``, ``identity_token``).
+
+        ``server_address`` is deliberately never set: containerd drops credentials whose
+        server address differs from the host it authenticates against.
+        """
+        fields = {
+            "username": self.username,
+            "password": self.password,
+            "identity_token": self.identity_token,
+        }
+        return {name: value for name, value in fields.items() if value}
+
+
+# --- crictl flags ---------------------------------------------------------------------------
+
+
+def from_creds(value: str) -> Credential:
+    """crictl ``--creds USER[:PASS]``: split at the first ``:``; a missing ``:PASS`` is empty."""
+    if not value:
+        raise CredentialError("--creds: credentials can't be empty")
+    username, _, password = value.partition(":")
+    if not username:
+        raise CredentialError("--creds: username can't be empty (expected USER[:PASS])")
+    return Credential(username=username, password=password, source="--creds")
+
+
+def from_auth(value: str) -> Credential:
+    """crictl ``--auth``: base64 (padded or not) of ``USER[:PASS]``."""
+    if not value:
+        raise CredentialError("--auth: value can't be empty")
+    decoded = _decode_base64(value)
+    if decoded is None:
+        raise CredentialError(f"--auth: not valid base64; the value {_AUTH_FORMAT}")
+    text = _utf8(decoded)
+    if text is None:
+        raise CredentialError("--auth: the decoded value is not UTF-8 text")
+    username, _, password = text.partition(":")
+    if not username:
+        raise CredentialError(f"--auth: the decoded username is empty; the value {_AUTH_FORMAT}")
+    return Credential(username=username, password=password, source="--auth")
+
+
+def from_cli(creds: str | None, auth: str | None) -> Credential | None:
+    """The credential crictl would send for ``--creds``/``--auth`` (``None`` = not given)."""
+    if creds is not None and auth is not None:
+        raise CredentialError("both --creds and --auth are specified")
+    if creds is not None:
+        return from_creds(creds)
+    if auth is not None:
+        return from_auth(auth)
+    return None
+
+
+# --- kubelet's keyring ------------------------------------------------------------------------
+
+
+class Keyring:
+    """kubelet's ``BasicDockerKeyring``: credentials indexed by registry key.
+
+    Keys are normalised like kubelet (scheme and a leading ``/v1/``/``/v2/`` dropped) and kept in
+    reverse lexical order, so ``quay.io/org`` is tried before ``quay.io``.
+    """
+
+    def __init__(self) -> None:
+        self._creds: dict[str, list[Credential]] = {}
+        self._index: list[str] = []
+        self._ignored: list[str] = []
+
+    def add(self, key: str, cred: Credential) -> str | None:
+        """Index ``cred`` under ``key``; the normalised key, or ``None`` if kubelet ignores it."""
+        normalized = _normalize_key(key)
+        if normalized is None:
+            self._ignored.append(key)
+            return None
+        if normalized not in self._creds:
+            self._creds[normalized] = []
+            self._index = sorted(self._creds, reverse=True)
+        self._creds[normalized].append(cred)
+        return normalized
+
+    def extend(self, other: Keyring) -> None:
+        """Add every entry of ``other`` (kubelet puts all pull secrets in one keyring)."""
+        for key, creds in other._creds.items():
+            self._creds.setdefault(key, []).extend(creds)
+        self._index = sorted(self._creds, reverse=True)
+        self._ignored.extend(other._ignored)
+
+    def merge(self, other: Keyring) -> Keyring:
+        """A new keyring holding this one's entries and then ``other``'s."""
+        merged = Keyring()
+        merged.extend(self)
+        merged.extend(other)
+        return merged
+
+    def lookup(self, image: str | Reference) -> list[Credential]:
+        """Credentials kubelet would try for ``image``, most specific key first, each once.
+
+        ``image`` is the normalised repository name without tag (``docker.io/library/nginx``); a
+        :class:`~agent.reference.Reference` is reduced to its ``name``. When no key matches and
+        the image is on Docker Hub, the ``index.docker.io`` entries are used.
+        """
+        name = image if isinstance(image, str) else image.name
+        found = [cred for key in self._index if key_matches(key, name) for cred in self._creds[key]]
+        if not found and _is_default_registry_match(name):
+            found = list(self._creds.get(_DOCKER_HUB_KEY, ()))
+        return _unique(found)
+
+    def keys(self) -> list[str]:
+        """Normalised keys in matching order (reverse lexical)."""
+        return list(self._index)
+
+    def items(self) -> list[tuple[str, Credential]]:
+        """``(normalised key, credential)`` pairs in matching order."""
+        return [(key, cred) for key in self._index for cred in self._creds[key]]
+
+    @property
+    def ignored(self) -> tuple[str, ...]:
+        """Keys kubelet would ignore because they do not parse as URLs (as written)."""
+        return tuple(self._ignored)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"Keyring(keys={self._index!r})"
+
+
+def key_matches(key: str, image: str) -> bool:
+    """kubelet's ``URLsMatchStr``: does keyring ``key`` cover ``image`` (``host[:port]/path``)?
+
+    Ports must be equal, host label counts equal, each label a glob match (Go's filepath.Match
+    within the label) and the key's path a plain string prefix of the image's path. As in
+    kubelet, keys are URLs: a ``?`` starts the query and ``^`` is not allowed in a host, so in
+    practice only ``*`` and ``[a-z]`` classes work as wildcards.
+    """
+    key_url = _parse_url("https://" + key)
+    image_url = _parse_url("https://" + image)
+    if key_url is None or image_url is None:
+        return False
+    key_labels, key_port = _split_host(key_url[0])
+    image_labels, image_port = _split_host(image_url[0])
+    if key_port != image_port or len(key_labels) != len(image_labels):
+        return False
+    if not image_url[1].startswith(key_url[1]):
+        return False
+    return all(_glob_match(p, label) for p, label in zip(key_labels, image_labels, strict=True))
+
+
+def _normalize_key(key: str) -> str | None:
+    """kubelet's key normalisation in ``BasicDockerKeyring.Add``; ``None`` for a bad URL."""
+    url = key if key.startswith(("https://", "http://")) else "https://" + key
+    parsed = _parse_url(url)
+    if parsed is None:
+        return None
+    host, path = parsed
+    if path.startswith(("/v1/", "/v2/")):
+        path = path[3:]
+    return host + path if path not in ("", "/") else host
+
+
+def _is_default_registry_match(image: str) -> bool:
+    """kubelet's ``isDefaultRegistryMatch``: would ``image`` be pulled from Docker Hub?"""
+    first, slash, _ = image.partition("/")
+    if not first:
+        return False
+    if not slash or first in ("docker.io", _DOCKER_HUB_KEY):
+        return True
+    return "." not in first and ":" not in first
+
+
+def _unique(creds: Iterable[Credential]) -> list[Credential]:
+    """Drop repeated credentials (same username and secrets), keeping the first occurrence."""
+    seen: set[tuple[str, str, str]] = set()
+    result = []
+    for cred in creds:
+        identity = (cred.username, cred.password, cred.identity_token)
+        if identity not in seen:
+            seen.add(identity)
+            result.append(cred)
+    return result
+
+
+# --- Go net/url and path/filepath semantics, as far as kubelet relies on them ---------------
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_ESCAPE_RE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# ASCII characters Go's url.Parse accepts in a host (shouldEscape(c, encodeHost) is false)
+_HOST_ASCII = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:[]<>\"%"
+)
+
+
+def _parse_url(url: str) -> tuple[str, str] | None:
+    """(host[:port], unescaped path) of an ``http(s)://`` URL; ``None`` if Go's url.Parse fails."""
+    if _CONTROL_RE.search(url):
+        return None
+    rest = url.split("://", 1)[1].partition("#")[0].partition("?")[0]
+    authority, slash, path = rest.partition("/")
+    host = authority.rpartition("@")[2]
+    if not _valid_host(host) or _BAD_ESCAPE_RE.search(path):
+        return None
+    return unquote(host), unquote(slash + path)
+
+
+def _valid_host(host: str) -> bool:
+    if _BAD_ESCAPE_RE.search(host) or any(c < "\x80" and c not in _HOST_ASCII for c in host):
+        return False
+    if host.startswith("["):
+        close = host.rfind("]")
+        return close >= 0 and _valid_optional_port(host[close + 1 :])
+    colon = host.rfind(":")
+    return colon < 0 or _valid_optional_port(host[colon:])
+
+
+def _valid_optional_port(port: str) -> bool:
+    return port == "" or (port[0] == ":" and all(c in "0123456789" for c in port[1:]))
+
+
+def _split_host(hostport: str) -> tuple[list[str], str]:
+    """Host labels and port; Go's ``net.SplitHostPort`` failing means "no port"."""
+    split = _split_host_port(hostport)
+    host, port = split if split is not None else (hostport, "")
+    return host.split("."), port
+
+
+def _split_host_port(hostport: str) -> tuple[str, str] | None:
+    colon = hostport.rfind(":")
+    if colon < 0:
+        return None
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0 or close + 1 != colon:
+            return None
+        host, after_open, after_close = hostport[1:close], 1, close + 1
+    else:
+        host, after_open, after_close = hostport[:colon], 0, 0
+        if ":" in host:
+            return None
+    if "[" in hostport[after_open:] or "]" in hostport[after_close:]:
+        return None
+    return host, hostport[colon + 1 :]
+
+
+# A glob token: None for "*", else (negated, ranges) matching one character. A literal c is
+# (False, ((c, c),)) and "?" is (True, ()): a negated empty class matches anything.
+_GlobToken = tuple[bool, tuple[tuple[str, str], ...]] | None
+
+
+def _glob_match(pattern: str, name: str) -> bool:
+    """Go's ``filepath.Match`` on one host label; a malformed pattern matches nothing."""
+    tokens = _glob_tokens(pattern)
+    if tokens is None:
+        return False
+    positions = {0}  # indexes into name reachable after the tokens seen so far
+    for token in tokens:
+        if token is None:
+            positions = set(range(min(positions), len(name) + 1))
+            continue
+        negated, ranges = token
+        positions = {
+            i + 1
+            for i in positions
+            if i < len(name) and any(lo <= name[i] <= hi for lo, hi in ranges) != negated
+        }
+        if not positions:
+            return False
+    return len(name) in positions
+
+
+def _glob_tokens(pattern: str) -> list[_GlobToken] | None:
+    """Tokenise ``*``, ``?``, ``[^a-z]``, ``\\x``; ``None`` where Go returns ErrBadPattern."""
+    tokens: list[_GlobToken] = []
+    i = 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "*":
+            tokens.append(None)
+        elif char == "?":
+            tokens.append((True, ()))
+        elif char == "[":
+            parsed = _glob_class(pattern, i + 1)
+            if parsed is None:
+                return None
+            token, i = parsed
+            tokens.append(token)
+            continue
+        else:
+            if char == "\\":
+                i += 1
+                if i >= len(pattern):
+                    return None
+            tokens.append((False, ((pattern[i], pattern[i]),)))
+        i += 1
+    return tokens
+
+
+def _glob_class(pattern: str, i: int) -> tuple[_GlobToken, int] | None:
+    """Parse a class after its ``[``: (token, index after ``]``), ``None`` if malformed."""
+    negated = pattern.startswith("^", i)
+    if negated:
+        i += 1
+    ranges: list[tuple[str, str]] = []
+    while not (pattern.startswith("]", i) and ranges):
+        low = _glob_class_char(pattern, i)
+        if low is None:
+            return None
+        lo, i = low
+        hi = lo
+        if pattern[i] == "-":
+            high = _glob_class_char(pattern, i + 1)
+            if high is None:
+                return None
+            hi, i = high
+        ranges.append((lo, hi))
+    return (negated, tuple(ranges)), i + 1
+
+
+def _glob_class_char(pattern: str, i: int) -> tuple[str, int] | None:
+    """Go's ``getEsc``: one class character (bare ``-``/``]`` rejected), more must follow."""
+    if i >= len(pattern) or pattern[i] in "-]":
+        return None
+    if pattern[i] == "\\":
+        i += 1
+    if i + 1 >= len(pattern):
+        return None
+    return pattern[i], i + 1
+
+
+# --- docker config files ------------------------------------------------------------------------
+
+
+def load_docker_config(path: Path | str) -> Keyring:
+    """Read a ``.dockerconfigjson``, a legacy ``.dockercfg`` or a Kubernetes Secret (JSON).
+
+    Secrets may be of type ``kubernetes.io/dockerconfigjson`` or ``kubernetes.io/dockercfg``
+    (as printed by ``kubectl get secret -o json``, also several in a ``List``).
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise CredentialError(f"cannot read docker config {path}: {reason}") from None
+    return loads_docker_config(raw, origin=str(path))
+
+
+def loads_docker_config(text: str | bytes, *, origin: str = "<string>") -> Keyring:
+    """:func:`load_docker_config` for content already in memory; ``origin`` names it."""
+    document = _load_json(text, origin, "")
+    if not isinstance(document, dict):
+        raise CredentialError(
+            f"{origin}: expected a JSON object (.dockerconfigjson, .dockercfg or a Kubernetes "
+            f"Secret), got {_json_type(document)}"
+        )
+    keyring = Keyring()
+    kind = document.get("kind")
+    if kind == "Secret":
+        _add_secret(keyring, document, origin)
+    elif kind == "List" and "items" in document:
+        items = document["items"]
+        if not isinstance(items, list) or not items:
+            raise CredentialError(f"{origin}: the List has no items")
+        for number, item in enumerate(items):
+            if not isinstance(item, dict) or item.get("kind") != "Secret":
+                raise CredentialError(f"{origin}: List item {number} is not a Secret")
+            _add_secret(keyring, item, origin)
+    elif "auths" in document:
+        _add_entries(keyring, _auths(document, origin, ""), origin, "")
+    elif isinstance(kind, str) and "apiVersion" in document:
+        raise CredentialError(f"{origin}: a Kubernetes {kind} is not a Secret")
+    else:
+        _add_entries(keyring, _legacy_entries(document, origin, ""), origin, "")
+    return keyring
+
+
+def _add_secret(keyring: Keyring, secret: dict[str, Any], origin: str) -> None:
+    metadata = secret.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    where = f"Secret {name}" if isinstance(name, str) and name else "Secret"
+    secret_type = secret.get("type")
+    data_key = _SECRET_TYPES.get(secret_type) if isinstance(secret_type, str) else None
+    if data_key is None:
+        raise CredentialError(
+            f"{origin}: {where} has type {secret_type!r}; kubelet only uses secrets of type "
+            + " or ".join(_SECRET_TYPES)
+        )
+    context = f"{where} data[{data_key}]: "
+    content = _secret_data(secret, data_key, origin, where)
+    document = _load_json(content, origin, context)
+    if not isinstance(document, dict):
+        raise CredentialError(f"{origin}: {context}expected a JSON object")
+    if data_key == ".dockerconfigjson":
+        if "auths" not in document:
+            raise CredentialError(
+                f'{origin}: {context}has no "auths" object, so kubelet finds no credentials '
+                "in it (legacy .dockercfg content belongs in a kubernetes.io/dockercfg secret)"
+            )
+        entries = _auths(document, origin, context)
+    else:
+        entries = _legacy_entries(document, origin, context)
+    _add_entries(keyring, entries, origin, context)
+
+
+def _secret_data(secret: dict[str, Any], data_key: str, origin: str, where: str) -> str | bytes:
+    data = secret.get("data")
+    if isinstance(data, dict) and isinstance(data.get(data_key), str):
+        decoded = _decode_base64(data[data_key])
+        if decoded is None:
+            raise CredentialError(f"{origin}: {where} data[{data_key}] is not valid base64")
+        return decoded
+    string_data = secret.get("stringData")
+    if isinstance(string_data, dict) and isinstance(string_data.get(data_key), str):
+        value: str = string_data[data_key]
+        return value
+    raise CredentialError(f"{origin}: {where} has no data[{data_key}]")
+
+
+def _auths(document: dict[str, Any], origin: str, context: str) -> dict[str, Any]:
+    auths = document["auths"]
+    if auths is None:
+        return {}
+    if not isinstance(auths, dict):
+        raise CredentialError(
+            f'{origin}: {context}"auths" must be an object, got {_json_type(auths)}'
+        )
+    return auths
+
+
+def _legacy_entries(document: dict[str, Any], origin: str, context: str) -> dict[str, Any]:
+    """A legacy ``.dockercfg``: a bare map of registry key -> entry."""
+    if "auths" in document:  # kubelet would read "auths" as a registry name: nothing matches
+        raise CredentialError(
+            f'{origin}: {context}a legacy .dockercfg has no "auths" object '
+            "(.dockerconfigjson content belongs in a kubernetes.io/dockerconfigjson secret)"
+        )
+    cli_keys = sorted(_DOCKER_CLI_KEYS.intersection(document))
+    if cli_keys:
+        raise CredentialError(
+            f'{origin}: {context}docker CLI config without an "auths" object (has '
+            f"{', '.join(cli_keys)}); credential helpers are not used by kubelet"
+        )
+    if not document:
+        raise CredentialError(
+            f'{origin}: {context}no "auths" object and no registry entries; expected '
+            '{"auths": {"<registry>": {...}}} or a legacy .dockercfg map'
+        )
+    for key, entry in document.items():
+        if not isinstance(entry, dict):
+            raise CredentialError(
+                f'{origin}: {context}not a docker config: no "auths" object, and key {key!r} '
+                f"is not a registry entry ({_json_type(entry)}, expected an object)"
+            )
+    return document
+
+
+def _add_entries(keyring: Keyring, entries: Mapping[str, Any], origin: str, context: str) -> None:
+    for key, entry in entries.items():
+        where = f"{origin}: {context}entry {key!r}"
+        if not isinstance(entry, dict):
+            raise CredentialError(f"{where} must be an object, got {_json_type(entry)}")
+        cred = _decode_entry(entry, where, f"docker-config:{origin}[{key}]")
+        keyring.add(key, cred)
+
+
+def _decode_entry(entry: dict[str, Any], where: str, source: str) -> Credential:
+    """kubelet's ``DockerConfigEntry.UnmarshalJSON`` (+ ``identitytoken``).
+
+    Field names match case-insensitively and the last duplicate wins, as with Go's encoding/json.
+    """
+    fields: dict[str, str] = {}
+    for name, value in entry.items():
+        lowered = name.lower()
+        if lowered not in ("username", "password", "email", "auth", "identitytoken"):
+            continue
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise CredentialError(f"{where}: field {name!r} must be a string")
+        fields[lowered] = value
+    username, password = fields.get("username", ""), fields.get("password", "")
+    auth = fields.get("auth", "")
+    if auth:
+        username, password = _decode_auth_field(auth, where)
+    return Credential(
+        username=username,
+        password=password,
+        identity_token=fields.get("identitytoken", ""),
+        source=source,
+    )
+
+
+def _decode_auth_field(auth: str, where: str) -> tuple[str, str]:
+    """kubelet's ``decodeDockerConfigFieldAuth``: base64 of ``user:password``, split at ``:``."""
+    decoded = _decode_base64(auth)
+    if decoded is None:
+        raise CredentialError(f"{where}: auth field is not valid base64; auth field {_AUTH_FORMAT}")
+    text = _utf8(decoded)
+    if text is None:
+        raise CredentialError(f"{where}: auth field does not decode to UTF-8 text")
+    username, colon, password = text.partition(":")
+    if not colon:
+        raise CredentialError(f"{where}: decoded auth field has no ':'; auth field {_AUTH_FORMAT}")
+    return username, password
+
+
+_PADDED_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+_UNPADDED_RE = re.compile(r"[A-Za-z0-9+/]*")
+
+
+def _decode_base64(value: str) -> bytes | None:
+    """Go's StdEncoding if ``value`` ends in ``=``, else RawStdEncoding; CR and LF are skipped."""
+    compact = value.replace("\r", "").replace("\n", "")
+    if value.strip().endswith("="):
+        valid = _PADDED_RE.fullmatch(compact) is not None
+    else:
+        valid = _UNPADDED_RE.fullmatch(compact) is not None and len(compact) % 4 != 1
+    if not valid:
+        return None
+    try:
+        return base64.b64decode(compact + "=" * (-len(compact) % 4), validate=True)
+    except (binascii.Error, ValueError):  # pragma: no cover - the patterns above rule it out
+        return None
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _load_json(text: str | bytes, origin: str, context: str) -> Any:
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8-sig")
+        return json.loads(text)
+    except UnicodeDecodeError:
+        raise CredentialError(f"{origin}: {context}not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        # exc.msg and the position only; never exc.doc (the secrets)
+        raise CredentialError(
+            f"{origin}: {context}not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    names = {bool: "a boolean", str: "a string", list: "an array", dict: "an object"}
+    return names.get(type(value), "a number")
