@@ -1,0 +1,82 @@
+"""``python -m lab up|down|status|env|verify [--dir DIR]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from lab.control import down, health, host_summary, up
+from lab.errors import LabError
+from lab.info import DEFAULT_DIR, LabInfo
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lab",
+        description="The pullcheck lab: containerd (CRI), registries, fault injectors on loopback.",
+    )
+    parser.add_argument(
+        "--dir", type=Path, default=DEFAULT_DIR, help=f"lab directory (default {DEFAULT_DIR})"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="less output")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the lab (or reuse a healthy one)")
+    sub.add_parser("down", help="stop everything and unmount")
+    sub.add_parser("status", help="exit 0 if the lab is healthy")
+    sub.add_parser("env", help="print `export K=V` lines pointing pullcheck at the lab")
+    verify = sub.add_parser("verify", help="pull every lab image via CRI and check the outcome")
+    verify.add_argument("--markdown", action="store_true", help="print a markdown table")
+    verify.add_argument("keys", nargs="*", help="only these image keys")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="lab: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "up":
+            t = time.monotonic()
+            info = up(args.dir)
+            if not args.quiet:
+                print(host_summary(info))
+            took = time.monotonic() - t
+            print(f"lab is up ({took:.1f}s); `python -m lab env` prints the environment")
+        elif args.command == "down":
+            t = time.monotonic()
+            down(args.dir)
+            print(f"lab is down ({time.monotonic() - t:.1f}s)")
+        elif args.command == "status":
+            problem = health(args.dir)
+            if problem is not None:
+                print(f"lab is not running in {args.dir}: {problem}", file=sys.stderr)
+                return 1
+            print(f"lab is running in {args.dir}")
+        elif args.command == "env":
+            info = LabInfo.load(args.dir)
+            for key, value in info.env().items():
+                print(f"export {key}={shlex.quote(value)}")
+        elif args.command == "verify":
+            from lab.verify import run
+
+            return run(LabInfo.load(args.dir), args.keys, markdown=args.markdown)
+    except LabError as e:
+        print(f"lab {args.command} failed: {e}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(
+            f"lab {args.command}: no lab in {args.dir} ({e.filename}); run `python -m lab up`",
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

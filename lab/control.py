@@ -1,0 +1,483 @@
+"""Start, stop and check the lab: ``up``, ``down``, ``status``.
+
+``up`` is idempotent (a healthy lab in the directory is reused; a stale or half-started one is torn
+down and started again) and safe to call from a pytest session fixture. Concurrent callers on the
+same directory are serialised with a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lab import certs, images, services
+from lab.errors import LabError, log_tail
+from lab.info import DEFAULT_DIR, LabInfo
+from lab.layout import (
+    DNS_ADDR,
+    DNS_PORT,
+    IMAGES,
+    LOOPBACK,
+    PLAIN_PORT,
+    REFUSED_PORT,
+    REGISTRIES,
+    TCP_PORTS,
+    TMPFS_SIZE,
+    USERNAME,
+    Paths,
+)
+
+__all__ = ["DEFAULT_DIR", "LabError", "down", "status", "up"]
+
+log = logging.getLogger("lab")
+
+# overlayfs works in this environment (checked with real CRI pulls); PULLCHECK_LAB_SNAPSHOTTER
+# can force "native" where overlay mounts are not allowed.
+SNAPSHOTTER = os.environ.get("PULLCHECK_LAB_SNAPSHOTTER", "overlayfs")
+REQUIRED_TOOLS = [
+    "containerd",
+    "unshare",
+    "mount",
+    "umount",
+    "dnsmasq",
+    "docker-registry",
+    "nginx",
+    "skopeo",
+    "htpasswd",
+]
+UNIX_PATH_MAX = 107
+READY_BUDGET = 30.0  # seconds for all daemons together to answer
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def up(directory: Path = DEFAULT_DIR) -> LabInfo:
+    """Start the lab in ``directory`` (or return the healthy one already running there)."""
+    paths = Paths(_absolute(directory))
+    _require_root()
+    with _locked(paths):
+        if _healthy(paths) is None:
+            log.info("lab already running in %s", paths.dir)
+            return LabInfo.load(paths.dir)
+        _preflight(paths)
+        _teardown(paths)
+        started = time.monotonic()
+        try:
+            info = _start(paths)
+        except BaseException:
+            log.info("start failed; cleaning up")
+            with contextlib.suppress(LabError):
+                _teardown(paths)
+            raise
+        log.info("lab up in %.1fs", time.monotonic() - started)
+        return info
+
+
+def down(directory: Path = DEFAULT_DIR) -> None:
+    """Stop everything the lab in ``directory`` runs and unmount its tmpfs. Safe to repeat."""
+    paths = Paths(_absolute(directory))
+    if not paths.dir.exists():
+        return
+    with _locked(paths):
+        _teardown(paths)
+
+
+def status(directory: Path = DEFAULT_DIR) -> bool:
+    """True if a complete, healthy lab is running in ``directory``."""
+    return _healthy(Paths(_absolute(directory))) is None
+
+
+def health(directory: Path = DEFAULT_DIR) -> str | None:
+    """None if healthy, else the first problem found (for ``python -m lab status``)."""
+    return _healthy(Paths(_absolute(directory)))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _absolute(directory: Path) -> Path:
+    return Path(os.path.abspath(directory))  # noqa: PTH100 (no symlink resolution wanted)
+
+
+@contextlib.contextmanager
+def _locked(paths: Paths) -> Iterator[None]:
+    """Serialise up/down on one directory (e.g. pytest-xdist workers sharing the lab)."""
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _recorded_pids(paths: Paths) -> dict[str, int]:
+    pids: dict[str, int] = {}
+    for f in (paths.pids_json, paths.lab_json):
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            data = json.loads(f.read_text())
+            raw = data.get("pids", {}) if f == paths.lab_json else data
+            pids.update({str(k): int(v) for k, v in raw.items()})
+    return pids
+
+
+def _record_pid(paths: Paths, name: str, pid: int) -> None:
+    pids = _recorded_pids(paths)
+    pids[name] = pid
+    tmp = paths.pids_json.with_suffix(".tmp")
+    tmp.write_text(json.dumps(pids, indent=2) + "\n")
+    tmp.replace(paths.pids_json)
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    """Mount points at or below ``directory`` in this mount namespace, deepest first."""
+    prefix = str(directory)
+    found = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            mount_point = line.split()[4].replace("\\040", " ")
+            if mount_point == prefix or mount_point.startswith(prefix + "/"):
+                found.append(mount_point)
+    return sorted(found, key=len, reverse=True)
+
+
+def _unmount_all(paths: Paths) -> None:
+    for _ in range(5):
+        mounts = _mounts_under(paths.dir)
+        if not mounts:
+            return
+        for mount_point in mounts:
+            result = subprocess.run(
+                ["umount", mount_point], capture_output=True, check=False, env=_env()
+            )
+            if result.returncode != 0:
+                subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+    left = _mounts_under(paths.dir)
+    if left:
+        raise LabError(f"could not unmount {', '.join(left)}")
+
+
+def _env() -> dict[str, str]:
+    return {"PATH": services.SYSTEM_PATH, "LANG": "C.UTF-8"}
+
+
+def _teardown(paths: Paths) -> None:
+    """Kill recorded daemons, unmount, forget the state. Keeps logs for post-mortems."""
+    pids = _recorded_pids(paths)
+    if pids:
+        killed = services.stop(pids, paths.dir)
+        if killed:
+            log.warning("had to SIGKILL: %s", ", ".join(killed))
+        survivors = [n for n, p in pids.items() if services.owned(p, paths.dir)]
+        if survivors:
+            raise LabError(f"lab processes still running after SIGKILL: {survivors}")
+    _unmount_all(paths)
+    for f in (paths.lab_json, paths.pids_json):
+        f.unlink(missing_ok=True)
+
+
+def _healthy(paths: Paths) -> str | None:
+    if not paths.lab_json.exists():
+        return f"no {paths.lab_json}"
+    try:
+        info = LabInfo.load(paths.dir)
+    except (OSError, ValueError, TypeError) as e:
+        return f"unreadable {paths.lab_json}: {e}"
+    for name, pid in info.pids.items():
+        if not services.owned(pid, paths.dir):
+            return f"{name} (pid {pid}) is not running"
+    if str(paths.containerd_root) not in _mounts_under(paths.dir):
+        return f"tmpfs not mounted at {paths.containerd_root}"
+    for port in TCP_PORTS:
+        state = services.tcp_state(port, timeout=0.5)
+        want = "refused" if port == REFUSED_PORT else "open"
+        if state != want:
+            return f"127.0.0.1:{port} is {state}, want {want}"
+    try:
+        if services.dns_check() is not None:
+            return "dnsmasq gives wrong answers"
+    except Exception as e:
+        return f"dnsmasq does not answer: {e}"
+    try:
+        services.cri_version_check(info.endpoint)
+    except Exception as e:
+        return f"containerd CRI does not answer: {e}"
+    return None
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError(
+            "the lab needs root (mount namespaces, tmpfs, port 53 on 127.0.53.1); run as root"
+        )
+
+
+def _preflight(paths: Paths) -> None:
+    missing = [t for t in REQUIRED_TOOLS if shutil.which(t, path=services.SYSTEM_PATH) is None]
+    if missing:
+        raise LabError(f"missing tools: {', '.join(missing)}")
+    longest = paths.run / "containerd.sock.ttrpc"
+    if len(str(longest)) > UNIX_PATH_MAX:
+        raise LabError(f"lab directory path too long for unix sockets: {longest}")
+    foreign = [c for c in paths.dir.iterdir() if c.name != paths.lock.name]
+    if foreign and not paths.marker.exists():
+        raise LabError(
+            f"{paths.dir} exists, is not empty and is not a lab directory (no {paths.marker.name});"
+            " refusing to use it"
+        )
+
+
+def _check_ports(paths: Paths) -> None:
+    busy = []
+    for port in TCP_PORTS:
+        state = services.tcp_state(port, timeout=0.5)
+        if state != "refused":
+            busy.append(f"127.0.0.1:{port} ({state})")
+    if services.tcp_state(DNS_PORT, DNS_ADDR, timeout=0.5) != "refused":
+        busy.append(f"{DNS_ADDR}:{DNS_PORT}/tcp")
+    if not services.udp_port_free(DNS_PORT, DNS_ADDR):
+        busy.append(f"{DNS_ADDR}:{DNS_PORT}/udp")
+    if busy:
+        raise LabError(
+            "ports needed by the lab are in use (another lab in a different directory?): "
+            + ", ".join(busy)
+        )
+
+
+def _fresh_directory(paths: Paths) -> None:
+    d = paths.dir
+    d.mkdir(parents=True, exist_ok=True)
+    if _mounts_under(d):
+        raise LabError(f"{d} still has mounts: {_mounts_under(d)}")
+    prev = d / "logs.prev"
+    if prev.exists():
+        shutil.rmtree(prev)
+    if paths.logs.exists():
+        paths.logs.rename(prev)
+    for child in d.iterdir():
+        if child.name in (paths.marker.name, paths.lock.name, prev.name):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    paths.marker.write_text("pullcheck lab directory; `python -m lab down` stops it\n")
+    for sub in (
+        paths.logs,
+        paths.run,
+        paths.tmp,
+        paths.certs_d,
+        paths.containerd_root,
+        paths.containerd_state,
+        paths.seed,
+    ):
+        sub.mkdir(parents=True, exist_ok=True)
+    paths.run.chmod(0o711)
+
+
+def _mount_tmpfs(paths: Paths) -> None:
+    result = subprocess.run(
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={TMPFS_SIZE},mode=0711",
+            "pullcheck-lab-root",
+            str(paths.containerd_root),
+        ],
+        capture_output=True,
+        check=False,
+        env=_env(),
+    )
+    if result.returncode != 0:
+        raise LabError(
+            f"cannot mount tmpfs at {paths.containerd_root}: {result.stderr.decode().strip()}"
+        )
+
+
+def _timed(label: str, fn: Callable[[], None]) -> None:
+    t = time.monotonic()
+    fn()
+    log.info("%-28s %.2fs", label, time.monotonic() - t)
+
+
+# --------------------------------------------------------------------------- start
+
+
+def _start(paths: Paths) -> LabInfo:
+    _check_ports(paths)
+    _fresh_directory(paths)
+    _mount_tmpfs(paths)
+
+    password = secrets.token_urlsafe(18)
+    _timed("certificates", lambda: certs.make_all(paths))
+    services.write_htpasswd(paths, password)
+    services.write_resolv_conf(paths)
+    services.write_hosts_toml(paths)
+    for flavour in services.REGISTRY_FLAVOURS:
+        services.write_registry_config(paths, flavour)
+    services.write_nginx_conf(paths)
+    services.nginx_test(paths)
+    services.write_containerd_config(paths, SNAPSHOTTER)
+
+    pids: dict[str, int] = {}
+    py_env = services.python_env(paths)
+    plan: list[tuple[str, list[str], dict[str, str] | None, Callable[[], str | None]]] = [
+        ("dnsmasq", services.dnsmasq_argv(paths), None, services.dns_check),
+        *[
+            (
+                f"registry-{f}",
+                services.registry_argv(paths, f),
+                None,
+                services.registry_check(paths, f),
+            )
+            for f in services.REGISTRY_FLAVOURS
+        ],
+        (
+            "token-server",
+            services.token_server_argv(paths),
+            py_env,
+            services.token_server_check(paths),
+        ),
+        ("blackhole", services.blackhole_argv(paths), py_env, services.blackhole_check),
+        ("nginx", services.nginx_argv(paths), None, services.nginx_check),
+        ("containerd", services.containerd_argv(paths), None, services.containerd_check(paths)),
+    ]
+    t = time.monotonic()
+    for name, argv, env, _ in plan:
+        pid = services.spawn(paths, name, argv, env)
+        pids[name] = pid
+        _record_pid(paths, name, pid)
+    deadline = t + READY_BUDGET
+    for name, _, _, check in plan:
+        budget = max(3.0, deadline - time.monotonic())
+        services.wait_ready(name, pids[name], check, paths.log(name), timeout=budget)
+    log.info("%-28s %.2fs", "daemons ready", time.monotonic() - t)
+    if services.tcp_state(REFUSED_PORT) != "refused":
+        raise LabError(f"something listens on 127.0.0.1:{REFUSED_PORT}; it must stay closed")
+
+    layouts: dict[str, images.Layout] = {}
+
+    def build() -> None:
+        layouts.update(images.build_all(paths.seed))
+
+    _timed("seed images built", build)
+    _timed("seed images pushed", lambda: _push_all(paths, password))
+    _timed("blob removed", lambda: _remove_blob(paths, layouts["blobgone"]))
+    good_digest = _check_good_digest(paths, layouts["good"])
+
+    all_images = dict(IMAGES)
+    all_images["good_digest"] = f"{REGISTRIES['plain']}/pullcheck/good@{good_digest}"
+    info = LabInfo(
+        dir=str(paths.dir),
+        endpoint="unix://" + str(paths.containerd_sock),
+        resolv_conf=str(paths.resolv_conf),
+        registry_config_path=str(paths.certs_d),
+        ca_file=str(paths.ca_cert),
+        dns_server=DNS_ADDR,
+        content_dir=str(paths.containerd_root),
+        registries=dict(REGISTRIES),
+        images=all_images,
+        username=USERNAME,
+        password=password,
+        pids=pids,
+    )
+    info.save()
+    paths.lab_json.chmod(0o600)  # holds the lab password
+    return info
+
+
+def _push_all(paths: Paths, password: str) -> None:
+    images.prepare_skopeo(paths.skopeo_dir, paths.ca_cert)
+    plan = images.push_plan(REGISTRIES)
+    env = services.clean_env(
+        paths,
+        HOME=str(paths.skopeo_dir),
+        XDG_RUNTIME_DIR=str(paths.skopeo_dir),
+        REGISTRY_AUTH_FILE=str(paths.skopeo_dir / "auth.json"),
+        CONTAINERS_REGISTRIES_CONF=str(paths.skopeo_dir / "registries.conf"),
+    )
+    skopeo_log = paths.log("skopeo")
+
+    def one(push: images.Push) -> str | None:
+        argv = images.skopeo_argv(
+            push,
+            paths.seed,
+            paths.skopeo_dir,
+            paths.tmp,
+            paths.resolv_conf,
+            f"{USERNAME}:{password}",
+        )
+        try:
+            result = subprocess.run(
+                argv, capture_output=True, check=False, env=env, timeout=60, cwd=paths.dir
+            )
+        except subprocess.TimeoutExpired:
+            return f"{push.dest}: skopeo timed out after 60s"
+        out = (result.stdout + result.stderr).decode(errors="replace")
+        with skopeo_log.open("a") as f:
+            f.write(f"--- push {push.layout} -> {push.dest} (rc {result.returncode})\n{out}\n")
+        if result.returncode != 0:
+            return f"{push.dest}: skopeo exit {result.returncode}: {out.strip()[-600:]}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        errors = [e for e in pool.map(one, plan) if e]
+    if errors:
+        raise LabError("pushing seed images failed:\n  " + "\n  ".join(errors))
+
+
+def _remove_blob(paths: Paths, layout: images.Layout) -> None:
+    digest = layout.notes["layer"]
+    data = images.blob_data_file(paths.registry_storage("plain"), digest)
+    if not data.exists():
+        raise LabError(f"blobgone layer not found in registry storage at {data}")
+    data.unlink()
+    status, _, _ = services.http_get(PLAIN_PORT, f"/v2/pullcheck/blobgone/blobs/{digest}")
+    if status != 404:
+        raise LabError(f"blob {digest} still served after deleting its data file (HTTP {status})")
+
+
+def _check_good_digest(paths: Paths, layout: images.Layout) -> str:
+    accept = ", ".join([images.MT_MANIFEST, images.MT_INDEX])
+    status, headers, _ = services.http_get(
+        PLAIN_PORT, "/v2/pullcheck/good/manifests/1.0", method="HEAD", headers={"Accept": accept}
+    )
+    digest = headers.get("docker-content-digest", "")
+    if status != 200 or digest != layout.digest:
+        raise LabError(
+            f"good image in the plain registry: HTTP {status}, digest {digest!r}, "
+            f"want {layout.digest}; skopeo log:\n{log_tail(paths.log('skopeo'))}"
+        )
+    return digest
+
+
+def host_summary(info: LabInfo) -> str:
+    """A short human summary for ``python -m lab up``."""
+    lines = [
+        f"lab dir      {info.dir}",
+        f"CRI endpoint {info.endpoint}",
+        f"DNS          {info.dns_server}:53 (resolv.conf {info.resolv_conf})",
+        f"hosts.toml   {info.registry_config_path}",
+        f"CA           {info.ca_file}",
+        f"credentials  {info.username} / {info.password}",
+        "registries:",
+        *[f"  {k:<13} {v}" for k, v in info.registries.items()],
+        "images:",
+        *[f"  {k:<17} {v}" for k, v in info.images.items()],
+        f"(all names resolve to {LOOPBACK} via the lab resolver only)",
+    ]
+    return "\n".join(lines)

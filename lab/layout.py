@@ -1,0 +1,233 @@
+"""Fixed names, ports and on-disk layout of the lab.
+
+Everything listens on loopback. Other code (tests, demo, benchmarks) relies on these exact
+names and ports, so change them only together with ``lab/OBSERVED.md`` and the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DOMAIN = "pullcheck.test"
+LOOPBACK = "127.0.0.1"
+DNS_ADDR = "127.0.53.1"
+DNS_PORT = 53
+
+PLAIN_PORT = 15000
+POLICY_PORT = 15080
+REFUSED_PORT = 15098
+BLACKHOLE_PORT = 15099
+TLS_PORT = 15443
+AUTH_PORT = 15444
+TOKEN_PORT = 15445
+TOKEN_SERVER_PORT = 15446
+
+USERNAME = "pullcheck"
+TOKEN_ISSUER = "pullcheck-lab-token-issuer"  # noqa: S105 (not a secret)
+TMPFS_SIZE = "512m"
+
+
+def host(name: str) -> str:
+    """``host("plain")`` -> ``"plain.pullcheck.test"``."""
+    return f"{name}.{DOMAIN}"
+
+
+# logical registry name -> "host:port" (LabInfo.registries)
+REGISTRIES: dict[str, str] = {
+    "plain": f"{host('plain')}:{PLAIN_PORT}",
+    "mismatch": f"{host('mismatch')}:{PLAIN_PORT}",
+    "mirrored": f"{host('mirrored')}:{PLAIN_PORT}",
+    "tls": f"{host('tls')}:{TLS_PORT}",
+    "untrusted": f"{host('untrusted')}:{TLS_PORT}",
+    "auth": f"{host('auth')}:{AUTH_PORT}",
+    "token": f"{host('token')}:{TOKEN_PORT}",
+    "token_server": f"{host('auth-token')}:{TOKEN_SERVER_PORT}",
+    "policy": f"{host('policy')}:{POLICY_PORT}",
+    "refused": f"{host('refused')}:{REFUSED_PORT}",
+    "blackhole": f"{host('blackhole')}:{BLACKHOLE_PORT}",
+    "nxdomain": f"{host('nxdomain')}:{PLAIN_PORT}",
+    "dockerhub": "docker.io",
+}
+
+TOKEN_SERVICE = REGISTRIES["token"]
+TOKEN_REALM = f"https://{REGISTRIES['token_server']}/token"
+
+# SANs of the one server certificate every TLS listener uses
+SERVER_CERT_NAMES = [
+    host("tls"),
+    host("untrusted"),
+    host("auth"),
+    host("token"),
+    host("auth-token"),
+    "localhost",
+]
+SERVER_CERT_IPS = ["127.0.0.1"]
+
+# TCP ports that must be free before the lab starts (REFUSED_PORT must stay free afterwards too)
+TCP_PORTS = [
+    PLAIN_PORT,
+    POLICY_PORT,
+    REFUSED_PORT,
+    BLACKHOLE_PORT,
+    TLS_PORT,
+    AUTH_PORT,
+    TOKEN_PORT,
+    TOKEN_SERVER_PORT,
+]
+
+
+def _images() -> dict[str, str]:
+    r = REGISTRIES
+    good = "pullcheck/good:1.0"
+    return {
+        "good": f"{r['plain']}/{good}",
+        "tls": f"{r['tls']}/{good}",
+        "untrusted": f"{r['untrusted']}/{good}",
+        "mismatch": f"{r['mismatch']}/{good}",
+        "mirrored": f"{r['mirrored']}/{good}",
+        "dockerhub_mirror": f"docker.io/{good}",
+        "private": f"{r['auth']}/pullcheck/private:1.0",
+        "token_public": f"{r['token']}/public/good:1.0",
+        "token_private": f"{r['token']}/private/good:1.0",
+        "ratelimited": f"{r['policy']}/ratelimited/app:1.0",
+        "ratelimited_get": f"{r['policy']}/ratelimited-get/app:1.0",
+        "denied": f"{r['policy']}/denied/app:1.0",
+        "broken": f"{r['policy']}/broken/app:1.0",
+        "refused": f"{r['refused']}/{good}",
+        "blackhole": f"{r['blackhole']}/{good}",
+        "nxdomain": f"{r['nxdomain']}/{good}",
+        "missing_tag": f"{r['plain']}/pullcheck/good:9.9",
+        "missing_repo": f"{r['plain']}/pullcheck/nosuchrepo:1.0",
+        "corrupt": f"{r['plain']}/pullcheck/corrupt:1.0",
+        "foreign_platform": f"{r['plain']}/pullcheck/foreign:1.0",
+        "blob_gone": f"{r['plain']}/pullcheck/blobgone:1.0",
+        # "good_digest" is added at runtime (the digest is only known once the seed image is built)
+    }
+
+
+IMAGES: dict[str, str] = _images()
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every file and directory the lab uses, relative to its directory."""
+
+    dir: Path
+
+    @property
+    def marker(self) -> Path:
+        return self.dir / ".pullcheck-lab"
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / ".lock"
+
+    @property
+    def lab_json(self) -> Path:
+        return self.dir / "lab.json"
+
+    @property
+    def pids_json(self) -> Path:
+        return self.dir / "pids.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "logs"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    @property
+    def run(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def tmp(self) -> Path:
+        return self.dir / "tmp"
+
+    @property
+    def resolv_conf(self) -> Path:
+        return self.dir / "resolv.conf"
+
+    @property
+    def certs_d(self) -> Path:
+        return self.dir / "certs.d"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.dir / "ca"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.ca_dir / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.ca_dir / "ca.key"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.ca_dir / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.ca_dir / "server.key"
+
+    @property
+    def token_dir(self) -> Path:
+        return self.dir / "token"
+
+    @property
+    def token_signing_cert(self) -> Path:
+        return self.token_dir / "signing.crt"
+
+    @property
+    def token_signing_key(self) -> Path:
+        return self.token_dir / "signing.key"
+
+    @property
+    def htpasswd(self) -> Path:
+        return self.dir / "auth" / "htpasswd"
+
+    @property
+    def password_file(self) -> Path:
+        return self.dir / "auth" / "password"
+
+    @property
+    def containerd_config(self) -> Path:
+        return self.dir / "containerd.toml"
+
+    @property
+    def containerd_root(self) -> Path:
+        return self.dir / "root"
+
+    @property
+    def containerd_state(self) -> Path:
+        return self.dir / "state"
+
+    @property
+    def containerd_sock(self) -> Path:
+        return self.run / "containerd.sock"
+
+    @property
+    def nginx_conf(self) -> Path:
+        return self.dir / "nginx.conf"
+
+    @property
+    def nginx_prefix(self) -> Path:
+        return self.dir / "nginx"
+
+    def registry_config(self, flavour: str) -> Path:
+        return self.dir / "registry" / f"{flavour}.yml"
+
+    def registry_storage(self, flavour: str) -> Path:
+        return self.dir / "registry" / flavour
+
+    @property
+    def seed(self) -> Path:
+        return self.dir / "seed"
+
+    @property
+    def skopeo_dir(self) -> Path:
+        return self.dir / "skopeo"
