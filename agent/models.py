@@ -53,6 +53,7 @@ class Phase(_Model):
 
 class DnsAnswer(_Model):
     rdtype: Literal["A", "AAAA"]
+    name: str = ""  # the absolute name queried (after search-list expansion)
     addresses: list[str] = []
     rcode: str = ""  # NOERROR, NXDOMAIN, SERVFAIL, TIMEOUT, ...
     server: str = ""  # the nameserver that answered (or was last tried)
@@ -114,6 +115,7 @@ class TokenEvidence(_Model):
     scope: str = ""
     status: int | None = None
     authenticated: bool = False  # credentials were sent (never the credentials themselves)
+    credential_source: str = ""  # Credential.source of the credentials that got the token
     expires_in: int | None = None
     error_codes: list[str] = []
 
@@ -121,6 +123,7 @@ class TokenEvidence(_Model):
 class ManifestEvidence(_Model):
     kind: Literal["manifest"] = "manifest"
     url: str
+    method: str = "HEAD"  # GET when the registry answered HEAD with 405 (containerd retries so)
     status: int | None = None
     digest: str = ""
     media_type: str = ""
@@ -175,7 +178,9 @@ class EndpointReport(_Model):
     endpoint: Endpoint
     success: bool
     cause: Cause | None = None
-    summary: str = ""  # one line naming what failed where, e.g. "TCP connect to 127.0.0.1:15098 refused"
+    summary: str = (
+        ""  # one line naming what failed where, e.g. "TCP connect to 127.0.0.1:15098 refused"
+    )
     duration_ms: float = 0.0
     probes: list[ProbeResult] = []
 

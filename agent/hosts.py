@@ -1,0 +1,436 @@
+"""containerd registry host resolution: which endpoints containerd 1.6-2.x contacts for a registry.
+
+This follows containerd's ``core/remotes/docker/config/hosts.go`` (``remotes/docker/config`` in 1.x)
+and ``docs/hosts.md``:
+
+* ``config_path`` may hold several roots separated by ``:``. For each root in order, the candidate
+  directories are ``<host>_<port>_`` (only when the host has a ``:port``), ``<host>[:port]``, then
+  ``_default``; the first **existing** directory of the first root that has one wins (so
+  ``root1/_default`` beats ``root2/<host>``).
+* In that directory, ``hosts.toml`` gives the ``[host."…"]`` mirrors in file order followed by the
+  ``server`` (or, without ``server``, the registry itself) as upstream. Without ``hosts.toml`` (or
+  with an empty one) the Docker ``certs.d`` layout applies: ``*.crt`` CA files, ``*.cert``/``*.key``
+  client pairs, for the registry itself.
+* No directory at all: the registry itself over HTTPS. ``docker.io`` means
+  ``https://registry-1.docker.io``.
+* A host different from the registry host gets ``?ns=<registry host>`` (``Endpoint.namespace``),
+  except ``registry-1.docker.io`` serving ``docker.io``.
+
+Deliberate differences from containerd, which a diagnostic tool should surface rather than hide:
+
+* containerd logs an invalid ``hosts.toml`` (bad TOML, unknown capability, wrong types) and falls
+  back to the directory's certificate files; :func:`registry_endpoints` raises
+  :class:`HostsConfigError` naming the file instead.
+* containerd ≥ 2.1 special-cases loopback registries without configuration (HTTPS first, then an
+  HTTP fallback, TLS verification skipped); 1.6-2.0 use plain HTTPS, which is what is returned here.
+* ``[header]`` tables and ``dial_timeout`` are accepted but not represented in :class:`Endpoint`.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from agent.models import Endpoint
+
+__all__ = [
+    "DEFAULT_CAPABILITIES",
+    "HostDirLookup",
+    "HostsConfigError",
+    "host_dir_lookup",
+    "registry_endpoints",
+    "split_host_port",
+]
+
+DEFAULT_CAPABILITIES: tuple[str, ...] = ("pull", "resolve", "push")
+_KNOWN_CAPABILITIES = frozenset(DEFAULT_CAPABILITIES)
+_DOCKER_HUB = "docker.io"
+_DOCKER_HUB_API = "registry-1.docker.io"
+
+
+class HostsConfigError(ValueError):
+    """A ``hosts.toml`` (or host directory) that containerd could not use.
+
+    containerd logs such a file and falls back to the directory's certificate files, i.e. to the
+    registry itself without mirrors; pullcheck reports it instead of guessing.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        self.fallback: list[Endpoint] = []  # what containerd uses instead (filled by the caller)
+        super().__init__(f"{path}: {message}")
+
+
+@dataclass(frozen=True)
+class HostDirLookup:
+    """Where containerd looked for a registry's host directory, for evidence."""
+
+    registry_host: str
+    roots: list[str]
+    tried: list[str] = field(default_factory=list)  # candidate directories, in order, up to `found`
+    found: str | None = None  # the directory containerd uses, None when none exists
+
+    @property
+    def hosts_toml(self) -> str | None:
+        """The ``hosts.toml`` in the found directory, when it exists and is not empty."""
+        if self.found is None:
+            return None
+        path = Path(self.found) / "hosts.toml"
+        try:
+            return str(path) if path.stat().st_size > 0 else None
+        except OSError:
+            return None
+
+
+@dataclass
+class _HostConfig:
+    """One parsed host entry, before it becomes an :class:`Endpoint`."""
+
+    scheme: str = ""
+    netloc: str = ""  # host[:port] exactly as configured, "" = the registry itself
+    path: str = ""
+    capabilities: list[str] = field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    ca_files: list[str] = field(default_factory=list)
+    client_certs: list[tuple[str, str]] = field(default_factory=list)
+    skip_verify: bool = False
+    override_path: bool = False
+    role: str = "upstream"
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+
+def split_host_port(netloc: str, default_port: int) -> tuple[str, int]:
+    """Split ``host[:port]`` / ``[v6]:port`` into (host without brackets, port)."""
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise ValueError(f"invalid host {netloc!r}: missing ']'")
+        host, rest = netloc[1:end], netloc[end + 1 :]
+        if not rest:
+            return host, default_port
+        if not rest.startswith(":"):
+            raise ValueError(f"invalid host {netloc!r}")
+        return host, _port(rest[1:], netloc)
+    if netloc.count(":") == 1:
+        host, _, port = netloc.partition(":")
+        return host, _port(port, netloc)
+    # a bare IPv6 literal without brackets or no port at all
+    return netloc, default_port
+
+
+def host_dir_lookup(registry_host: str, config_path: str) -> HostDirLookup:
+    """Find the host directory containerd would use for ``registry_host`` under ``config_path``."""
+    roots = _roots(config_path)
+    tried: list[str] = []
+    for root in roots:
+        for candidate in _host_paths(root, registry_host):
+            tried.append(candidate)
+            if Path(candidate).exists():
+                return HostDirLookup(registry_host, roots, tried, candidate)
+    return HostDirLookup(registry_host, roots, tried, None)
+
+
+def registry_endpoints(
+    registry_host: str, config_path: str, *, containerd_version: str | None = None
+) -> list[Endpoint]:
+    """The endpoints containerd contacts for ``registry_host``, in the order it tries them.
+
+    ``registry_host`` is the reference's registry part: ``docker.io``, ``quay.io``,
+    ``plain.pullcheck.test:15000``, ``[::1]:5000``. ``containerd_version`` (e.g. ``"1.6.20"``, as
+    the CRI Version RPC reports it) enables version quirks: containerd 1.x rejects a hosts.toml
+    without any ``[host."…"]`` table ("invalid `host` tree"). Without it, 2.x parsing applies.
+
+    Raises :class:`HostsConfigError` when the hosts.toml in use is invalid; its ``fallback`` holds
+    the endpoints containerd uses instead (it logs the error and reads the certificate files).
+    """
+    lookup = host_dir_lookup(registry_host, config_path)
+    if lookup.found is None:
+        return _endpoints(registry_host, [_HostConfig()], "")
+    directory = Path(lookup.found)
+    if not directory.is_dir():
+        raise HostsConfigError(str(directory), "is not a directory")
+    hosts_toml = directory / "hosts.toml"
+    data = _read_bytes(hosts_toml)
+    if not data:
+        return _endpoints(registry_host, [_cert_files_config(directory)], "")
+    try:
+        configs = _parse_hosts_toml(hosts_toml, data, _needs_host_table(containerd_version))
+        return _endpoints(registry_host, configs, str(hosts_toml))
+    except HostsConfigError as exc:
+        try:
+            exc.fallback = _endpoints(registry_host, [_cert_files_config(directory)], "")
+        except HostsConfigError:
+            exc.fallback = []
+        raise
+
+
+def _endpoints(registry_host: str, configs: list[_HostConfig], config_file: str) -> list[Endpoint]:
+    filled = _fill_default(registry_host, configs)
+    return [_to_endpoint(registry_host, c, config_file) for c in filled]
+
+
+def _needs_host_table(containerd_version: str | None) -> bool:
+    """containerd < 2.0 (go-toml v1) fails a hosts.toml that has no ``[host]`` table."""
+    if not containerd_version:
+        return False
+    major = containerd_version.lstrip("v").split(".", 1)[0]
+    return major.isdigit() and int(major) < 2
+
+
+# --- directory lookup ---------------------------------------------------------------------------
+
+
+def _roots(config_path: str) -> list[str]:
+    return [root for root in config_path.split(":") if root]
+
+
+def _host_directory(host: str) -> str:
+    """containerd's ``hostDirectory``: the last ``:port`` becomes ``_port_``."""
+    idx = host.rfind(":")
+    if idx > 0:
+        return f"{host[:idx]}_{host[idx + 1 :]}_"
+    return host
+
+
+def _host_paths(root: str, host: str) -> list[str]:
+    paths = []
+    converted = _host_directory(host)
+    if converted != host:
+        paths.append(str(Path(root) / converted))
+    paths.append(str(Path(root) / host))
+    paths.append(str(Path(root) / "_default"))
+    return paths
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise HostsConfigError(str(path), f"cannot read: {exc.strerror or exc}") from exc
+
+
+# --- hosts.toml parsing -------------------------------------------------------------------------
+
+
+def _parse_hosts_toml(path: Path, data: bytes, needs_host_table: bool) -> list[_HostConfig]:
+    where = str(path)
+    try:
+        doc = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise HostsConfigError(where, f"not UTF-8: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise HostsConfigError(where, f"invalid TOML: {exc}") from exc
+
+    base_dir = path.parent
+    hosts_table = doc.get("host", {})
+    if not isinstance(hosts_table, dict):
+        raise HostsConfigError(where, "'host' must be a table of [host.\"<url>\"] entries")
+    if needs_host_table and not hosts_table:
+        raise HostsConfigError(
+            where,
+            'invalid `host` tree: containerd 1.x needs at least one [host."<url>"] table '
+            "(repeat the server as one)",
+        )
+
+    configs: list[_HostConfig] = []
+    for url, table in hosts_table.items():  # tomllib keeps file order
+        if not isinstance(table, dict):
+            raise HostsConfigError(where, f"host {url!r} must be a table")
+        config = _parse_host_config(where, str(url), base_dir, table)
+        config.role = "mirror"
+        configs.append(config)
+
+    server = doc.get("server", "")
+    if not isinstance(server, str):
+        raise HostsConfigError(where, "'server' must be a string")
+    top_level = {k: v for k, v in doc.items() if k not in ("host", "server")}
+    upstream = _parse_host_config(where, server, base_dir, top_level)
+    upstream.role = "upstream"
+    configs.append(upstream)
+    return configs
+
+
+def _parse_host_config(
+    where: str, server: str, base_dir: Path, table: dict[str, Any]
+) -> _HostConfig:
+    override_path = _bool(where, table, "override_path")
+    result = _HostConfig(override_path=override_path)
+    if server:
+        if not server.startswith("http"):
+            server = "https://" + server
+        try:
+            parts = urlsplit(server)
+        except ValueError as exc:
+            raise HostsConfigError(where, f"unable to parse server {server!r}: {exc}") from exc
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise HostsConfigError(where, f"unable to parse server {server!r}")
+        try:
+            split_host_port(parts.netloc, 443)
+        except ValueError as exc:
+            raise HostsConfigError(where, f"unable to parse server {server!r}: {exc}") from exc
+        result.scheme = parts.scheme
+        result.netloc = parts.netloc
+        result.path = _api_path(parts.path, override_path)
+
+    result.skip_verify = _bool(where, table, "skip_verify")
+
+    capabilities = table.get("capabilities")
+    if capabilities is not None:
+        if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
+            raise HostsConfigError(where, "'capabilities' must be a list of strings")
+        if capabilities:
+            caps: list[str] = []
+            for cap in capabilities:
+                lowered = cap.lower()
+                if lowered not in _KNOWN_CAPABILITIES:
+                    raise HostsConfigError(where, f"unknown capability {cap!r}")
+                if lowered not in caps:
+                    caps.append(lowered)
+            result.capabilities = caps
+
+    ca = table.get("ca")
+    if ca is not None:
+        if isinstance(ca, str):
+            result.ca_files = [_abs(ca, base_dir)]
+        elif isinstance(ca, list) and all(isinstance(c, str) for c in ca):
+            result.ca_files = [_abs(c, base_dir) for c in ca]
+        else:
+            raise HostsConfigError(where, f"invalid type for 'ca': {ca!r}")
+
+    client = table.get("client")
+    if client is not None:
+        result.client_certs = _client_pairs(where, client, base_dir)
+
+    dial_timeout = table.get("dial_timeout")
+    if dial_timeout is not None and not isinstance(dial_timeout, str):
+        raise HostsConfigError(where, "'dial_timeout' must be a duration string such as \"30s\"")
+    header = table.get("header")
+    if header is not None and not isinstance(header, dict):
+        raise HostsConfigError(where, "'header' must be a table")
+    return result
+
+
+def _api_path(path: str, override_path: bool) -> str:
+    """The API root: the URL path plus ``/v2`` unless it already ends so or override_path is set."""
+    if path:
+        cleaned = posixpath.normpath(path)
+        if cleaned in (".", "/"):
+            cleaned = ""
+        if cleaned.startswith("//"):
+            cleaned = "/" + cleaned.lstrip("/")
+        if not cleaned.endswith("/v2") and not override_path:
+            cleaned += "/v2"
+        return cleaned
+    return "" if override_path else "/v2"
+
+
+def _client_pairs(where: str, client: object, base_dir: Path) -> list[tuple[str, str]]:
+    if isinstance(client, str):
+        return [(_abs(client, base_dir), "")]
+    if not isinstance(client, list):
+        raise HostsConfigError(where, f"invalid type for 'client': {client!r}")
+    pairs: list[tuple[str, str]] = []
+    for item in client:
+        if isinstance(item, str):
+            pairs.append((_abs(item, base_dir), ""))
+        elif isinstance(item, list) and all(isinstance(p, str) for p in item):
+            if len(item) != 2:
+                raise HostsConfigError(where, f"invalid pair {item!r} for 'client'")
+            cert, key = item
+            pairs.append((_abs(cert, base_dir), _abs(key, base_dir) if key else ""))
+        else:
+            raise HostsConfigError(where, f"invalid type for 'client': {item!r}")
+    return pairs
+
+
+def _bool(where: str, table: dict[str, Any], key: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise HostsConfigError(where, f"{key!r} must be true or false")
+    return value
+
+
+def _abs(path: str, base_dir: Path) -> str:
+    return path if Path(path).is_absolute() else str(base_dir / path)
+
+
+# --- certs.d fallback ---------------------------------------------------------------------------
+
+
+def _cert_files_config(directory: Path) -> _HostConfig:
+    """Docker's certs.d layout: ``*.crt`` CAs, ``*.cert`` client certs with an optional ``.key``."""
+    config = _HostConfig()
+    try:
+        entries = sorted(directory.iterdir(), key=lambda p: p.name)
+    except OSError as exc:
+        raise HostsConfigError(str(directory), f"cannot list: {exc.strerror or exc}") from exc
+    for entry in entries:
+        if entry.is_dir():
+            continue
+        if entry.name.endswith(".crt"):
+            config.ca_files.append(str(entry))
+        if entry.name.endswith(".cert"):
+            key = entry.with_name(entry.name[: -len(".cert")] + ".key")
+            config.client_certs.append((str(entry), str(key) if key.exists() else ""))
+    return config
+
+
+# --- defaults and conversion --------------------------------------------------------------------
+
+
+def _fill_default(registry_host: str, configs: list[_HostConfig]) -> list[_HostConfig]:
+    """Give the last entry the registry itself when no ``server`` named one."""
+    last = configs[-1]
+    if not last.netloc:
+        if registry_host == _DOCKER_HUB:
+            last.scheme, last.netloc = "https", _DOCKER_HUB_API
+        else:
+            last.scheme, last.netloc = "https", registry_host
+        last.path = "/v2"
+        last.capabilities = list(DEFAULT_CAPABILITIES)
+        last.role = "upstream"
+    return configs
+
+
+def _to_endpoint(registry_host: str, config: _HostConfig, config_file: str) -> Endpoint:
+    scheme: Literal["http", "https"] = "http" if config.scheme == "http" else "https"
+    try:
+        host, port = split_host_port(config.netloc, 80 if scheme == "http" else 443)
+    except ValueError as exc:
+        raise HostsConfigError(config_file or registry_host, str(exc)) from exc
+    return Endpoint(
+        url=f"{scheme}://{config.netloc}{config.path}",
+        scheme=scheme,
+        host=host,
+        port=port,
+        path=config.path,
+        role="mirror" if config.role == "mirror" else "upstream",
+        capabilities=config.capabilities,
+        ca_files=config.ca_files,
+        client_certs=config.client_certs,
+        skip_verify=config.skip_verify,
+        override_path=config.override_path,
+        namespace=registry_host if _is_proxy(registry_host, config.netloc) else "",
+        config_file=config_file,
+    )
+
+
+def _is_proxy(registry_host: str, netloc: str) -> bool:
+    """containerd's ``isProxy``: a different host serves this registry (so send ``?ns=``)."""
+    if registry_host == netloc:
+        return False
+    return not (registry_host == _DOCKER_HUB and netloc == _DOCKER_HUB_API)
+
+
+def _port(text: str, netloc: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"invalid port in {netloc!r}")
+    return int(text)

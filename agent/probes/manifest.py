@@ -1,0 +1,294 @@
+"""Manifest probe: containerd's resolve step, ``HEAD <endpoint>/v2/<repo>/manifests/<tag|digest>``.
+
+Sent with containerd's Accept header, ``?ns=<registry>`` on mirrors, the API root from hosts.toml
+(``override_path`` aware) and the authorization the chain obtained (Bearer token, or Basic
+credentials tried in order). A HEAD does not count as a Docker Hub pull; it still returns the
+``ratelimit-*`` headers. Like containerd it retries with GET on 405 and handles a fresh Bearer
+challenge on the manifest itself (registries whose /v2/ is open but repositories are not). A 404
+is followed by ``GET …/tags/list`` to tell a missing tag from a missing repository; a 403 or 5xx by
+a GET to read the registry's error codes.
+
+Causes: ``manifest_not_found``, ``repository_not_found``, ``unauthorized`` (401, incl.
+``insufficient_scope``), ``forbidden`` (403), ``rate_limited`` (429), ``unknown`` (5xx and other
+statuses), plus ``tls_error``, ``connection_refused``, ``timeout``, ``dns_failure`` for transport
+failures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import httpx
+
+from agent.models import Cause, Endpoint, ManifestEvidence, ProbeResult
+from agent.probes._context import ProbeContext
+from agent.probes._net import (
+    PhaseTrace,
+    TlsConfigError,
+    classify,
+    open_client,
+    read_capped,
+    url_for,
+)
+from agent.probes._parse import (
+    error_codes,
+    error_summary,
+    parse_www_authenticate,
+    select_challenge,
+    status_text,
+)
+from agent.probes._prereq import target_address
+from agent.probes._result import ResultBuilder
+from agent.probes.token import basic_authorization, credential_label, obtain_token, pull_scope
+
+__all__ = ["MANIFEST_ACCEPT", "probe_manifest"]
+
+# containerd's resolve Accept header (core/remotes/docker/resolver.go), in its order
+MANIFEST_ACCEPT = ", ".join(
+    (
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "*/*",
+    )
+)
+
+
+@dataclass
+class _Reply:
+    method: str
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+async def probe_manifest(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
+    repository, obj = ctx.repository, ctx.tag_or_digest
+    if not repository or not obj:
+        result = ResultBuilder("manifest", endpoint.url, ctx)
+        result.phase("skip", True, time.monotonic(), "no repository/tag to check")
+        return result.ok()
+    query = urlencode({"ns": endpoint.namespace}) if endpoint.namespace else ""
+    url = url_for(endpoint, f"{endpoint.path}/{repository}/manifests/{obj}", query)
+    result = ResultBuilder("manifest", url, ctx)
+    evidence = ManifestEvidence(url=url)
+    target = await target_address(endpoint, ctx)
+    if isinstance(target, tuple):
+        return result.fail(Cause.DNS_FAILURE, target[1], evidence)
+    try:
+        async with open_client(endpoint, ctx) as client:
+            return await _probe(
+                client, endpoint, ctx, repository, obj, url, query, result, evidence
+            )
+    except TlsConfigError as exc:
+        return result.fail(Cause.TLS_ERROR, f"HEAD {url}: {exc}", evidence)
+    except Exception as exc:  # network failures are classified; a probe never raises
+        cause, reason = classify(exc)
+        if cause == Cause.TIMEOUT:
+            reason = f"{reason} after {ctx.timeout:g} s"
+        return result.fail(cause, f"{evidence.method} {url} ({target}): {reason}", evidence)
+
+
+async def _probe(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    ctx: ProbeContext,
+    repository: str,
+    obj: str,
+    url: str,
+    query: str,
+    result: ResultBuilder,
+    evidence: ManifestEvidence,
+) -> ProbeResult:
+    reply = await _authorized(client, endpoint, ctx, "HEAD", url, result)
+    if reply.status == 405:
+        # registries without HEAD support: containerd retries the resolve as GET
+        evidence.method = "GET"
+        reply = await _authorized(client, endpoint, ctx, "GET", url, result)
+    _fill(evidence, reply)
+    status = reply.status
+    line = f"{reply.method} {url} → {status_text(status)}"
+
+    if status == 200:
+        return result.ok(evidence)
+    if status == 401:
+        challenge = select_challenge(
+            parse_www_authenticate(reply.headers.get_list("www-authenticate"))
+        )
+        if challenge is not None and challenge.error == "insufficient_scope":
+            note = "insufficient_scope: the repository does not exist or needs other credentials"
+        elif not ctx.credentials:
+            basic = challenge is not None and challenge.is_basic
+            note = "no basic auth credentials" if basic else "no credentials sent"
+        else:
+            note = f"{len(ctx.credentials)} credential(s) refused"
+        return result.fail(Cause.UNAUTHORIZED, f"{line} ({note})", evidence)
+    if status == 404:
+        return await _not_found(
+            client, endpoint, ctx, repository, obj, query, line, result, evidence
+        )
+    if status == 429:
+        limits = (
+            [f"ratelimit-remaining {evidence.ratelimit_remaining}"]
+            if evidence.ratelimit_remaining
+            else []
+        )
+        if evidence.ratelimit_limit:
+            limits.append(f"ratelimit-limit {evidence.ratelimit_limit}")
+        codes = error_summary(error_codes(reply.body))
+        text = (
+            line + (f" ({'; '.join(limits)})" if limits else "") + (f": {codes}" if codes else "")
+        )
+        return result.fail(Cause.RATE_LIMITED, text, evidence)
+
+    if reply.method == "HEAD" and (status == 403 or status >= 500):
+        # HEAD has no body: fetch the registry's error codes with a GET (newest containerd does)
+        detail = await _authorized(client, endpoint, ctx, "GET", url, result)
+        if detail.status == status:
+            evidence.error_codes = [c for c, _ in error_codes(detail.body) if c]
+            reply = detail
+    codes = error_summary(error_codes(reply.body))
+    text = f"{line}: {codes}" if codes else line
+    if status == 403:
+        return result.fail(Cause.FORBIDDEN, text, evidence)
+    return result.fail(Cause.UNKNOWN, text, evidence)
+
+
+async def _authorized(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    ctx: ProbeContext,
+    method: str,
+    url: str,
+    result: ResultBuilder,
+) -> _Reply:
+    """Send with the chain's authorization; handle a Basic or a new Bearer challenge like
+    containerd (credentials in order, at most one token fetch)."""
+    state = ctx.state
+    challenge = state.challenge
+    if state.authorization:
+        reply = await _send(client, method, url, state.authorization, result, "")
+    elif challenge is not None and challenge.is_basic and ctx.credentials:
+        reply = await _basic(client, ctx, method, url, result)
+    else:
+        reply = await _send(client, method, url, None, result, "")
+    if reply.status != 401:
+        return reply
+    fresh = select_challenge(parse_www_authenticate(reply.headers.get_list("www-authenticate")))
+    if fresh is None:
+        return reply
+    if fresh.is_basic and ctx.credentials and not (challenge is not None and challenge.is_basic):
+        state.challenge = fresh
+        return await _basic(client, ctx, method, url, result)
+    scope = pull_scope(ctx.repository, fresh)
+    if fresh.is_bearer and fresh.realm and scope != state.token_scope:
+        outcome = await obtain_token(endpoint, fresh, scope, ctx, result)
+        ctx.state.sub_results.extend(outcome.sub_results)
+        if outcome.cause is None and state.authorization:
+            return await _send(client, method, url, state.authorization, result, "")
+    return reply
+
+
+async def _basic(
+    client: httpx.AsyncClient, ctx: ProbeContext, method: str, url: str, result: ResultBuilder
+) -> _Reply:
+    reply: _Reply | None = None
+    for index, cred in enumerate(ctx.credentials):
+        label = credential_label(index, cred)
+        reply = await _send(client, method, url, basic_authorization(cred), result, label)
+        if reply.status != 401:
+            ctx.state.credential_index = index
+            ctx.state.authorization = basic_authorization(cred)
+            return reply
+    assert reply is not None
+    return reply
+
+
+async def _send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    authorization: str | None,
+    result: ResultBuilder,
+    label: str,
+) -> _Reply:
+    headers = {"Accept": MANIFEST_ACCEPT}
+    if authorization:
+        headers["Authorization"] = authorization
+    name = f"{method} {label}".strip()
+    trace = PhaseTrace(name)
+    started = time.monotonic()
+    try:
+        response = await client.send(
+            client.build_request(method, url, headers=headers, extensions={"trace": trace}),
+            stream=True,
+        )
+        body = await read_capped(response)
+    except Exception as exc:
+        trace.close_open(classify(exc)[1])
+        result.phases.extend(trace.phases)
+        raise
+    result.phases.extend(trace.phases)
+    result.phase(name, response.status_code < 400, started, status_text(response.status_code))
+    return _Reply(method, response.status_code, response.headers, body)
+
+
+async def _not_found(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    ctx: ProbeContext,
+    repository: str,
+    obj: str,
+    query: str,
+    line: str,
+    result: ResultBuilder,
+    evidence: ManifestEvidence,
+) -> ProbeResult:
+    """404: does the repository exist? (``GET …/tags/list``: 404 → no, 200 → yes)."""
+    tags_url = url_for(endpoint, f"{endpoint.path}/{repository}/tags/list", query)
+    authorization = ctx.state.authorization
+    try:
+        reply = await _send(client, "GET", tags_url, authorization, result, "tags/list")
+    except Exception as exc:
+        return result.fail(
+            Cause.MANIFEST_NOT_FOUND,
+            f"{line}: {obj} not found (tags/list failed: {classify(exc)[1]})",
+            evidence,
+        )
+    codes = [c for c, _ in error_codes(reply.body) if c]
+    evidence.error_codes = list(dict.fromkeys(evidence.error_codes + codes))
+    if reply.status == 404 or "NAME_UNKNOWN" in codes:
+        evidence.repository_exists = False
+        return result.fail(
+            Cause.REPOSITORY_NOT_FOUND,
+            f"{line}: repository {repository} not found (tags/list → 404)",
+            evidence,
+        )
+    if reply.status == 200:
+        evidence.repository_exists = True
+        return result.fail(
+            Cause.MANIFEST_NOT_FOUND,
+            f"{line}: {obj} not found in repository {repository}",
+            evidence,
+        )
+    return result.fail(
+        Cause.MANIFEST_NOT_FOUND,
+        f"{line}: {obj} not found (tags/list → {status_text(reply.status)})",
+        evidence,
+    )
+
+
+def _fill(evidence: ManifestEvidence, reply: _Reply) -> None:
+    headers = reply.headers
+    evidence.status = reply.status
+    evidence.digest = headers.get("docker-content-digest", "")
+    evidence.media_type = headers.get("content-type", "") if reply.status == 200 else ""
+    length = headers.get("content-length", "")
+    evidence.content_length = int(length) if length.isdigit() else None
+    evidence.ratelimit_limit = headers.get("ratelimit-limit", "")
+    evidence.ratelimit_remaining = headers.get("ratelimit-remaining", "")
+    evidence.ratelimit_source = headers.get("docker-ratelimit-source", "")
+    evidence.error_codes = [c for c, _ in error_codes(reply.body) if c]

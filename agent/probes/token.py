@@ -1,0 +1,257 @@
+"""Token probe: the Bearer token flow of distribution's token spec, as containerd runs it.
+
+Only runs when ``GET /v2/`` was challenged with ``Bearer`` (success without evidence otherwise;
+Basic challenges need no token — the manifest probe sends Basic credentials). The realm is usually
+another host, so it is first probed like an endpoint (dns → tcp → tls; those results are put in
+``ctx.state.sub_results`` so the chain shows them), then ``GET <realm>?service=…&scope=
+repository:<repo>:pull`` is sent anonymously (no credentials given) or with each credential in
+order until one gets a token: username/password as HTTP Basic on a GET, an identity token as the
+OAuth2 refresh-token POST containerd uses. The token itself is kept only in ``ctx.state`` for the
+manifest probe; it never enters a result.
+
+Causes: ``unauthorized`` (401/403 from the token endpoint), ``unknown`` (other statuses, no token
+in the answer, invalid realm), plus the realm host's ``dns_failure``, ``connection_refused``,
+``timeout``, ``tls_error``, ``http_https_mismatch``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+
+from agent.credentials import Credential
+from agent.models import Cause, Endpoint, ProbeResult, TokenEvidence
+from agent.probes._context import Challenge, EndpointState, ProbeContext
+from agent.probes._net import PhaseTrace, TlsConfigError, classify, open_client, read_capped
+from agent.probes._parse import error_codes, error_summary, status_text
+from agent.probes._prereq import host_key
+from agent.probes._result import ResultBuilder
+from agent.probes.dns import probe_dns
+from agent.probes.tcp import probe_tcp
+from agent.probes.tls import probe_tls
+
+__all__ = ["basic_authorization", "obtain_token", "probe_token", "pull_scope"]
+
+_CLIENT_ID = "containerd-client"
+
+
+def pull_scope(repository: str | None, challenge: Challenge | None = None) -> str:
+    """The scope containerd asks for when pulling ``repository``."""
+    if repository:
+        return f"repository:{repository}:pull"
+    return challenge.scope if challenge is not None else ""
+
+
+def basic_authorization(cred: Credential) -> str:
+    """``Basic …`` for a credential (identity tokens go as the secret of an empty user)."""
+    secret = cred.password if cred.username else cred.identity_token
+    raw = f"{cred.username}:{secret}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def credential_label(index: int | None, cred: Credential | None) -> str:
+    if cred is None or index is None:
+        return "anonymous"
+    return f"credential {index + 1}" + (f" ({cred.source})" if cred.source else "")
+
+
+@dataclass
+class TokenOutcome:
+    """What :func:`obtain_token` found; ``cause`` is None on success."""
+
+    cause: Cause | None = None
+    error: str = ""
+    evidence: TokenEvidence | None = None
+    sub_results: list[ProbeResult] = field(default_factory=list)
+
+
+async def probe_token(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
+    challenge = ctx.state.challenge
+    started = time.monotonic()
+    if challenge is None or not challenge.is_bearer:
+        result = ResultBuilder("token", endpoint.host, ctx)
+        scheme = challenge.scheme if challenge is not None else "none"
+        result.phase("skip", True, started, f"no Bearer challenge (auth scheme: {scheme})")
+        return result.ok()
+    result = ResultBuilder("token", challenge.realm or endpoint.host, ctx)
+    outcome = await obtain_token(
+        endpoint, challenge, pull_scope(ctx.repository, challenge), ctx, result
+    )
+    ctx.state.sub_results.extend(outcome.sub_results)
+    if outcome.cause is None:
+        return result.ok(outcome.evidence)
+    return result.fail(outcome.cause, outcome.error, outcome.evidence)
+
+
+async def obtain_token(
+    endpoint: Endpoint, challenge: Challenge, scope: str, ctx: ProbeContext, result: ResultBuilder
+) -> TokenOutcome:
+    """Probe the realm host if needed, then fetch a token; phases go to ``result``. On success
+    ``ctx.state.authorization`` holds ``Bearer <token>``."""
+    evidence = TokenEvidence(realm=challenge.realm, service=challenge.service, scope=scope)
+    try:
+        realm = _realm_endpoint(endpoint, challenge.realm)
+    except ValueError as exc:
+        return TokenOutcome(
+            Cause.UNKNOWN, f"invalid token realm {challenge.realm!r}: {exc}", evidence
+        )
+
+    outcome = TokenOutcome(evidence=evidence)
+    if host_key(realm.host) not in ctx.state.host_addresses:
+        failed = await _probe_realm_host(realm, ctx, outcome)
+        if failed is not None:
+            outcome.cause = failed.cause or Cause.UNKNOWN
+            outcome.error = f"token realm {challenge.realm}: {failed.error}"
+            return outcome
+
+    params = {k: v for k, v in (("scope", scope), ("service", challenge.service)) if v}
+    url = challenge.realm + ("&" if "?" in challenge.realm else "?") + urlencode(params)
+    attempts: list[tuple[int | None, Credential | None]] = (
+        list(enumerate(ctx.credentials)) if ctx.credentials else [(None, None)]
+    )
+    try:
+        async with open_client(endpoint, ctx) as client:
+            last_line = ""
+            for index, cred in attempts:
+                label = credential_label(index, cred)
+                status, token, expires_in, body = await _request(
+                    client, challenge, scope, url, cred, label, result
+                )
+                evidence.status = status
+                evidence.authenticated = cred is not None
+                evidence.error_codes = [c for c, _ in error_codes(body) if c]
+                method = (
+                    "POST"
+                    if cred is not None and not cred.username and cred.identity_token
+                    else "GET"
+                )
+                last_line = f"{method} {url} → {status_text(status)} ({label})"
+                codes = error_summary(error_codes(body))
+                if codes:
+                    last_line += f": {codes}"
+                if status == 200 and token:
+                    evidence.expires_in = expires_in
+                    evidence.credential_source = cred.source if cred is not None else ""
+                    ctx.state.authorization = f"Bearer {token}"
+                    ctx.state.token_scope = scope
+                    ctx.state.credential_index = index
+                    return outcome
+                if status == 200:
+                    outcome.cause, outcome.error = (
+                        Cause.UNKNOWN,
+                        f"{last_line}: answer has no token",
+                    )
+                    return outcome
+                if status not in (401, 403):
+                    outcome.cause, outcome.error = Cause.UNKNOWN, last_line
+                    return outcome
+    except TlsConfigError as exc:
+        outcome.cause, outcome.error = Cause.TLS_ERROR, f"token realm {challenge.realm}: {exc}"
+        return outcome
+    except Exception as exc:  # network failures are classified
+        cause, reason = classify(exc)
+        outcome.cause, outcome.error = cause, f"GET {url}: {reason}"
+        return outcome
+    outcome.cause = Cause.UNAUTHORIZED
+    outcome.error = (
+        last_line if len(attempts) == 1 else f"{last_line}; all {len(attempts)} credentials refused"
+    )
+    return outcome
+
+
+async def _request(
+    client: httpx.AsyncClient,
+    challenge: Challenge,
+    scope: str,
+    url: str,
+    cred: Credential | None,
+    label: str,
+    result: ResultBuilder,
+) -> tuple[int, str, int | None, bytes]:
+    trace = PhaseTrace(f"token {label}")
+    started = time.monotonic()
+    if cred is not None and not cred.username and cred.identity_token:
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": cred.identity_token,
+            "service": challenge.service,
+            "scope": scope,
+            "client_id": _CLIENT_ID,
+        }
+        request = client.build_request(
+            "POST", challenge.realm, data=form, extensions={"trace": trace}
+        )
+    else:
+        headers = {"Authorization": basic_authorization(cred)} if cred is not None else {}
+        request = client.build_request("GET", url, headers=headers, extensions={"trace": trace})
+    try:
+        response = await client.send(request, stream=True)
+        body = await read_capped(response)
+    except Exception as exc:
+        trace.close_open(classify(exc)[1])
+        result.phases.extend(trace.phases)
+        raise
+    result.phases.extend(trace.phases)
+    token, expires_in = _parse_token(body) if response.status_code == 200 else ("", None)
+    result.phase(
+        f"token {label}",
+        response.status_code == 200 and bool(token),
+        started,
+        status_text(response.status_code),
+    )
+    return response.status_code, token, expires_in, body
+
+
+def _parse_token(body: bytes) -> tuple[str, int | None]:
+    try:
+        doc = json.loads(body.decode("utf-8", errors="replace"))
+    except ValueError:
+        return "", None
+    if not isinstance(doc, dict):
+        return "", None
+    token = doc.get("token") or doc.get("access_token") or ""
+    expires = doc.get("expires_in")
+    return (token if isinstance(token, str) else ""), (
+        expires if isinstance(expires, int) else None
+    )
+
+
+def _realm_endpoint(endpoint: Endpoint, realm: str) -> Endpoint:
+    if not realm:
+        raise ValueError("the challenge has no realm")
+    parts = urlsplit(realm)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("not an http(s) URL")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return Endpoint(
+        url=f"{parts.scheme}://{parts.netloc}",
+        scheme="https" if parts.scheme == "https" else "http",
+        host=parts.hostname,
+        port=port,
+        path="",
+        role="upstream",
+        capabilities=[],
+        ca_files=list(endpoint.ca_files),  # containerd uses the registry host's client for tokens
+        client_certs=list(endpoint.client_certs),
+        skip_verify=endpoint.skip_verify,
+    )
+
+
+async def _probe_realm_host(
+    realm: Endpoint, ctx: ProbeContext, outcome: TokenOutcome
+) -> ProbeResult | None:
+    """dns → tcp → tls for the realm host; returns the failed result, None when all passed."""
+    sub_ctx = ctx.for_endpoint()
+    sub_ctx.state = EndpointState(host_addresses=ctx.state.host_addresses)
+    steps = [probe_dns, probe_tcp] + ([probe_tls] if realm.scheme == "https" else [])
+    for step in steps:
+        sub = await step(realm, sub_ctx)
+        outcome.sub_results.append(sub)
+        if not sub.success:
+            return sub
+    return None

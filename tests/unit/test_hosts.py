@@ -1,0 +1,334 @@
+"""containerd hosts.toml resolution (agent.hosts) against temporary config directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.hosts import (
+    HostsConfigError,
+    host_dir_lookup,
+    registry_endpoints,
+    split_host_port,
+)
+
+
+def _hosts(root: Path, host_dir: str, text: str) -> Path:
+    directory = root / host_dir
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "hosts.toml"
+    path.write_text(text)
+    return path
+
+
+# --- defaults ----------------------------------------------------------------------------------
+
+
+def test_no_config_path_defaults_to_https_registry() -> None:
+    [ep] = registry_endpoints("quay.io", "")
+    assert ep.url == "https://quay.io/v2"
+    assert (ep.scheme, ep.host, ep.port, ep.path) == ("https", "quay.io", 443, "/v2")
+    assert ep.role == "upstream"
+    assert ep.capabilities == ["pull", "resolve", "push"]
+    assert ep.namespace == "" and ep.config_file == "" and ep.ca_files == []
+
+
+def test_docker_io_means_registry_1(tmp_path: Path) -> None:
+    [ep] = registry_endpoints("docker.io", str(tmp_path))
+    assert ep.url == "https://registry-1.docker.io/v2"
+    assert ep.host == "registry-1.docker.io"
+    assert ep.namespace == ""  # registry-1.docker.io serving docker.io is not a proxy
+
+
+def test_host_with_port_and_ipv6_literal(tmp_path: Path) -> None:
+    [ep] = registry_endpoints("plain.pullcheck.test:15000", str(tmp_path))
+    assert (ep.scheme, ep.host, ep.port) == ("https", "plain.pullcheck.test", 15000)
+    assert ep.url == "https://plain.pullcheck.test:15000/v2"
+    [v6] = registry_endpoints("[::1]:5000", str(tmp_path))
+    assert (v6.host, v6.port, v6.url) == ("::1", 5000, "https://[::1]:5000/v2")
+
+
+def test_split_host_port() -> None:
+    assert split_host_port("a.example:5000", 443) == ("a.example", 5000)
+    assert split_host_port("a.example", 443) == ("a.example", 443)
+    assert split_host_port("[::1]:5000", 443) == ("::1", 5000)
+    assert split_host_port("[fe80::1]", 80) == ("fe80::1", 80)
+    with pytest.raises(ValueError):
+        split_host_port("a.example:http", 443)
+
+
+# --- directory lookup order --------------------------------------------------------------------
+
+
+def test_lookup_order_host_port_underscore_first(tmp_path: Path) -> None:
+    _hosts(tmp_path, "reg.test_5000_", 'server = "http://first.test:1"')
+    _hosts(tmp_path, "reg.test:5000", 'server = "http://second.test:2"')
+    _hosts(tmp_path, "_default", 'server = "http://default.test:3"')
+    [ep] = registry_endpoints("reg.test:5000", str(tmp_path))
+    assert ep.host == "first.test"
+    lookup = host_dir_lookup("reg.test:5000", str(tmp_path))
+    assert lookup.tried == [str(tmp_path / "reg.test_5000_")]
+    assert lookup.found == str(tmp_path / "reg.test_5000_")
+    assert lookup.hosts_toml == str(tmp_path / "reg.test_5000_" / "hosts.toml")
+
+
+def test_lookup_colon_form_then_default(tmp_path: Path) -> None:
+    _hosts(tmp_path, "reg.test:5000", 'server = "http://second.test:2"')
+    _hosts(tmp_path, "_default", 'server = "http://default.test:3"')
+    assert registry_endpoints("reg.test:5000", str(tmp_path))[0].host == "second.test"
+    [other] = registry_endpoints("other.test", str(tmp_path))
+    assert other.host == "default.test"
+    assert other.namespace == "other.test"  # the default mirror serves another namespace
+    lookup = host_dir_lookup("other.test", str(tmp_path))
+    assert lookup.tried == [str(tmp_path / "other.test"), str(tmp_path / "_default")]
+
+
+def test_host_without_port_has_no_underscore_candidate(tmp_path: Path) -> None:
+    lookup = host_dir_lookup("quay.io", str(tmp_path))
+    assert lookup.tried == [str(tmp_path / "quay.io"), str(tmp_path / "_default")]
+    assert lookup.found is None
+
+
+def test_ipv6_directory_name(tmp_path: Path) -> None:
+    lookup = host_dir_lookup("[::1]:5000", str(tmp_path))
+    assert lookup.tried[0] == str(tmp_path / "[::1]_5000_")
+    assert lookup.tried[1] == str(tmp_path / "[::1]:5000")
+
+
+def test_multiple_roots_first_root_with_any_match_wins(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    _hosts(one, "_default", 'server = "https://root-one-default.test"')
+    _hosts(two, "quay.io", 'server = "https://root-two-quay.test"')
+    # containerd tries every candidate of root one (incl. _default) before root two
+    [ep] = registry_endpoints("quay.io", f"{one}:{two}")
+    assert ep.host == "root-one-default.test"
+    [ep2] = registry_endpoints("quay.io", f"{tmp_path / 'missing'}::{two}")
+    assert ep2.host == "root-two-quay.test"
+    lookup = host_dir_lookup("quay.io", f"{tmp_path / 'missing'}::{two}")
+    assert lookup.roots == [str(tmp_path / "missing"), str(two)]
+    assert lookup.tried[-1] == str(two / "quay.io")
+
+
+# --- hosts.toml contents -----------------------------------------------------------------------
+
+
+def test_mirrors_in_file_order_then_upstream(tmp_path: Path) -> None:
+    path = _hosts(
+        tmp_path,
+        "docker.io",
+        """
+server = "https://registry-1.docker.io"
+
+[host."https://mirror-b.test"]
+  capabilities = ["pull"]
+
+[host."http://mirror-a.test:5000"]
+  capabilities = ["pull", "resolve"]
+  skip_verify = true
+
+[host."https://mirror-c.test/sub/path"]
+""",
+    )
+    eps = registry_endpoints("docker.io", str(tmp_path))
+    assert [e.url for e in eps] == [
+        "https://mirror-b.test/v2",
+        "http://mirror-a.test:5000/v2",
+        "https://mirror-c.test/sub/path/v2",
+        "https://registry-1.docker.io/v2",
+    ]
+    assert [e.role for e in eps] == ["mirror", "mirror", "mirror", "upstream"]
+    assert eps[0].capabilities == ["pull"]
+    assert eps[1].capabilities == ["pull", "resolve"] and eps[1].skip_verify
+    assert eps[1].port == 5000 and eps[0].port == 443
+    assert eps[2].capabilities == ["pull", "resolve", "push"]
+    assert eps[2].path == "/sub/path/v2"
+    assert [e.namespace for e in eps] == ["docker.io"] * 3 + [""]
+    assert all(e.config_file == str(path) for e in eps)
+
+
+def test_no_server_means_the_registry_itself_last(tmp_path: Path) -> None:
+    _hosts(
+        tmp_path,
+        "quay.io",
+        """
+capabilities = ["pull"]
+ca = "upstream-ca.pem"
+[host."https://mirror.test"]
+  capabilities = ["pull", "resolve"]
+""",
+    )
+    mirror, upstream = registry_endpoints("quay.io", str(tmp_path))
+    assert mirror.url == "https://mirror.test/v2" and mirror.namespace == "quay.io"
+    assert upstream.url == "https://quay.io/v2" and upstream.namespace == ""
+    # containerd resets the capabilities of a defaulted upstream, keeps its TLS settings
+    assert upstream.capabilities == ["pull", "resolve", "push"]
+    assert upstream.ca_files == [str(tmp_path / "quay.io" / "upstream-ca.pem")]
+
+
+def test_server_without_scheme_gets_https_and_port(tmp_path: Path) -> None:
+    _hosts(tmp_path, "reg.test", 'server = "mirror.test:8443"')
+    [ep] = registry_endpoints("reg.test", str(tmp_path))
+    assert (ep.scheme, ep.host, ep.port, ep.url) == (
+        "https",
+        "mirror.test",
+        8443,
+        "https://mirror.test:8443/v2",
+    )
+    assert ep.role == "upstream" and ep.namespace == "reg.test"
+
+
+def test_same_host_server_has_no_namespace(tmp_path: Path) -> None:
+    _hosts(tmp_path, "plain.test_15000_", 'server = "http://plain.test:15000"')
+    [ep] = registry_endpoints("plain.test:15000", str(tmp_path))
+    assert ep.scheme == "http" and ep.port == 15000 and ep.namespace == ""
+
+
+def test_ca_and_client_forms_relative_to_hosts_toml(tmp_path: Path) -> None:
+    _hosts(
+        tmp_path,
+        "reg.test",
+        """
+[host."https://a.test"]
+  ca = ["ca1.pem", "/abs/ca2.pem"]
+  client = "client.pem"
+[host."https://b.test"]
+  ca = "/abs/b.pem"
+  client = [["c.cert", "c.key"], ["d.pem", ""]]
+[host."https://c.test"]
+  client = ["e.pem", "f.pem"]
+""",
+    )
+    a, b, c, _ = registry_endpoints("reg.test", str(tmp_path))
+    base = tmp_path / "reg.test"
+    assert a.ca_files == [str(base / "ca1.pem"), "/abs/ca2.pem"]
+    assert a.client_certs == [(str(base / "client.pem"), "")]
+    assert b.ca_files == ["/abs/b.pem"]
+    assert b.client_certs == [
+        (str(base / "c.cert"), str(base / "c.key")),
+        (str(base / "d.pem"), ""),
+    ]
+    assert c.client_certs == [(str(base / "e.pem"), ""), (str(base / "f.pem"), "")]
+
+
+def test_override_path(tmp_path: Path) -> None:
+    _hosts(
+        tmp_path,
+        "reg.test",
+        """
+[host."https://nc.test/registry/api"]
+  override_path = true
+[host."https://plain.test/v2"]
+[host."https://root.test"]
+  override_path = true
+""",
+    )
+    nc, plain, root, _ = registry_endpoints("reg.test", str(tmp_path))
+    assert nc.path == "/registry/api" and nc.override_path
+    assert nc.url == "https://nc.test/registry/api"
+    assert plain.path == "/v2" and not plain.override_path
+    assert root.path == "" and root.url == "https://root.test"
+
+
+def test_header_and_dial_timeout_accepted(tmp_path: Path) -> None:
+    _hosts(
+        tmp_path,
+        "reg.test",
+        """
+dial_timeout = "5s"
+[header]
+  x-custom = "1"
+[host."https://m.test"]
+  dial_timeout = "2s"
+  [host."https://m.test".header]
+    x-other = ["a", "b"]
+""",
+    )
+    assert [e.host for e in registry_endpoints("reg.test", str(tmp_path))] == ["m.test", "reg.test"]
+
+
+def test_empty_hosts_toml_falls_back_to_cert_files(tmp_path: Path) -> None:
+    directory = tmp_path / "reg.test"
+    directory.mkdir()
+    (directory / "hosts.toml").write_text("")
+    (directory / "b.crt").write_text("x")
+    [ep] = registry_endpoints("reg.test", str(tmp_path))
+    assert ep.ca_files == [str(directory / "b.crt")] and ep.config_file == ""
+
+
+def test_docker_certs_d_layout(tmp_path: Path) -> None:
+    directory = tmp_path / "reg.test_5000_"
+    directory.mkdir()
+    for name in ("z.crt", "a.crt", "client.cert", "client.key", "solo.cert", "notes.txt"):
+        (directory / name).write_text("x")
+    (directory / "sub.crt").mkdir()  # directories are ignored
+    [ep] = registry_endpoints("reg.test:5000", str(tmp_path))
+    assert ep.url == "https://reg.test:5000/v2" and ep.role == "upstream"
+    assert ep.ca_files == [str(directory / "a.crt"), str(directory / "z.crt")]
+    assert ep.client_certs == [
+        (str(directory / "client.cert"), str(directory / "client.key")),
+        (str(directory / "solo.cert"), ""),
+    ]
+    assert ep.config_file == ""
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def test_invalid_toml_names_file_and_error(tmp_path: Path) -> None:
+    path = _hosts(tmp_path, "reg.test", '[host."https://m.test"\ncapabilities = ["pull"]\n')
+    with pytest.raises(HostsConfigError) as info:
+        registry_endpoints("reg.test", str(tmp_path))
+    assert info.value.path == str(path)
+    assert str(path) in str(info.value) and "invalid TOML" in str(info.value)
+    assert "line" in str(info.value)  # tomllib's position is kept
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('capabilities = ["pull", "fly"]', "unknown capability 'fly'"),
+        ("ca = 3", "invalid type for 'ca'"),
+        ('client = [["only-one"]]', "invalid pair"),
+        ('skip_verify = "yes"', "'skip_verify' must be true or false"),
+        ("server = 5", "'server' must be a string"),
+        ('server = "ftp://x"', "unable to parse server"),
+        ("host = 1", "'host' must be a table"),
+    ],
+)
+def test_invalid_values(tmp_path: Path, text: str, fragment: str) -> None:
+    _hosts(tmp_path, "reg.test", text + "\n")
+    with pytest.raises(HostsConfigError, match=fragment):
+        registry_endpoints("reg.test", str(tmp_path))
+
+
+def test_capabilities_case_insensitive(tmp_path: Path) -> None:
+    _hosts(tmp_path, "reg.test", '[host."https://m.test"]\ncapabilities = ["Pull", "RESOLVE"]\n')
+    assert registry_endpoints("reg.test", str(tmp_path))[0].capabilities == ["pull", "resolve"]
+
+
+def test_containerd_1x_needs_a_host_table(tmp_path: Path) -> None:
+    directory = tmp_path / "reg.test"
+    path = _hosts(tmp_path, "reg.test", 'server = "https://reg.test"\nca = "ca.pem"\n')
+    (directory / "docker.crt").write_text("x")
+    # 2.x (default): fine
+    [ep] = registry_endpoints("reg.test", str(tmp_path))
+    assert ep.ca_files == [str(directory / "ca.pem")]
+    assert registry_endpoints("reg.test", str(tmp_path), containerd_version="2.0.1") == [ep]
+    # 1.6.20: "invalid `host` tree", containerd falls back to the *.crt files
+    with pytest.raises(HostsConfigError, match="invalid `host` tree") as info:
+        registry_endpoints("reg.test", str(tmp_path), containerd_version="1.6.20~ds1")
+    assert info.value.path == str(path)
+    [fallback] = info.value.fallback
+    assert fallback.url == "https://reg.test/v2" and fallback.ca_files == [
+        str(directory / "docker.crt")
+    ]
+    assert fallback.config_file == ""
+
+
+def test_invalid_toml_carries_fallback(tmp_path: Path) -> None:
+    _hosts(tmp_path, "docker.io", "server = ")
+    with pytest.raises(HostsConfigError) as info:
+        registry_endpoints("docker.io", str(tmp_path))
+    assert [e.url for e in info.value.fallback] == ["https://registry-1.docker.io/v2"]
