@@ -43,47 +43,87 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _RULES: tuple[tuple[Cause, re.Pattern[str]], ...] = tuple(
     (cause, re.compile(pattern, re.IGNORECASE))
     for cause, pattern in (
-        (Cause.INVALID_REFERENCE, r"invalid reference format|must be lowercase"
-         r"|failed to parse image reference|couldn't parse image name"),
+        (
+            Cause.INVALID_REFERENCE,
+            r"invalid reference format|must be lowercase"
+            r"|failed to parse image reference|couldn't parse image name",
+        ),
         (Cause.DISK_FULL, r"no space left on device|disk quota exceeded"),
-        (Cause.PLATFORM_MISMATCH, r"no match for platform in manifest"
-         r"|no image found in (manifest list|image index) for architecture"
-         r"|image with reference .* was found but does not match the specified platform"),
-        (Cause.LAYER_CORRUPT, r"invalid tar header|failed to extract layer|apply layer error"
-         r"|failed to unpack image|error processing tar file|gzip: invalid header"
-         r"|zstd: |unexpected commit digest|digest mismatch|invalid checksum digest format"
-         r"|failed size validation"),
-        (Cause.RATE_LIMITED, r"toomanyrequests|429 too many requests|pull rate limit"
-         r"|too many requests"),
-        (Cause.HTTP_HTTPS_MISMATCH, r"server gave http response to https client"
-         r"|first record does not look like a tls handshake|wrong version number"
-         r"|http: server gave http response"),
-        (Cause.TLS_ERROR, r"x509:|tls: failed to verify certificate|certificate signed by unknown"
-         r"|tls: bad certificate|tls: handshake failure|certificate has expired"
-         r"|certificate is not valid|certificate verify failed"),
-        (Cause.DNS_FAILURE, r"lookup \S+( on \S+)?: (no such host|server misbehaving"
-         r"|temporary failure in name resolution|no answer from dns server"
-         r"|read udp [^:]+:\d+->\S+: i/o timeout|i/o timeout|dial udp)"
-         r"|temporary failure in name resolution|name or service not known"
-         r"|no such host"),
-        (Cause.CONNECTION_REFUSED, r"connection refused|no route to host|network is unreachable"
-         r"|connection reset by peer"),
-        (Cause.TIMEOUT, r"i/o timeout|connection timed out|tls handshake timeout"
-         r"|deadline exceeded|client\.timeout|timeout awaiting response headers"
-         r"|cancel pulling image .* because of no progress"),
+        (
+            Cause.PLATFORM_MISMATCH,
+            r"no match for platform in manifest"
+            r"|no image found in (manifest list|image index) for architecture"
+            r"|image with reference .* was found but does not match the specified platform",
+        ),
+        (
+            Cause.LAYER_CORRUPT,
+            r"invalid tar header|failed to extract layer|apply layer error"
+            r"|failed to unpack image|error processing tar file|gzip: invalid header"
+            r"|zstd: |unexpected commit digest|digest mismatch|invalid checksum digest format"
+            r"|failed size validation",
+        ),
+        (
+            Cause.RATE_LIMITED,
+            r"toomanyrequests|429 too many requests|pull rate limit"
+            r"|too many requests",
+        ),
+        (
+            Cause.HTTP_HTTPS_MISMATCH,
+            r"server gave http response to https client"
+            r"|first record does not look like a tls handshake|wrong version number"
+            r"|http: server gave http response",
+        ),
+        (
+            Cause.TLS_ERROR,
+            r"x509:|tls: failed to verify certificate|certificate signed by unknown"
+            r"|tls: bad certificate|tls: handshake failure|certificate has expired"
+            r"|certificate is not valid|certificate verify failed",
+        ),
+        (
+            Cause.DNS_FAILURE,
+            r"lookup \S+( on \S+)?: (no such host|server misbehaving"
+            r"|temporary failure in name resolution|no answer from dns server"
+            r"|read udp [^:]+:\d+->\S+: i/o timeout|i/o timeout|dial udp)"
+            r"|temporary failure in name resolution|name or service not known"
+            r"|no such host",
+        ),
+        (
+            Cause.CONNECTION_REFUSED,
+            r"connection refused|no route to host|network is unreachable"
+            r"|connection reset by peer",
+        ),
+        (
+            Cause.TIMEOUT,
+            r"i/o timeout|connection timed out|tls handshake timeout"
+            r"|deadline exceeded|client\.timeout|timeout awaiting response headers"
+            r"|cancel pulling image .* because of no progress",
+        ),
         (Cause.CANCELLED, r"context canceled|code = canceled"),
         (Cause.FORBIDDEN, r"403 forbidden|\bdenied: |requested access to the resource is denied"),
-        (Cause.BLOB_NOT_FOUND, r"/blobs/[^\s]*\bnot found|blob unknown|blob_unknown"
-         r"|content at \S+ not found|fetching blob"),
+        (
+            Cause.BLOB_NOT_FOUND,
+            r"/blobs/[^\s]*\bnot found|blob unknown|blob_unknown"
+            r"|content at \S+ not found|fetching blob"
+            r"|could not fetch content descriptor .* from remote: not found",
+        ),
         (Cause.REPOSITORY_NOT_FOUND, r"name unknown|name_unknown|repository name not known"),
-        (Cause.UNAUTHORIZED, r"401 unauthorized|failed to fetch (oauth|anonymous) token"
-         r"|no basic auth credentials|authorization failed|unauthorized: |authentication required"
-         r"|pull access denied"),
-        (Cause.MANIFEST_NOT_FOUND, r"manifest unknown|manifest_unknown"
-         r"|failed to resolve (reference|image)[^\n]*: not found|: not found\s*$|code = notfound"
-         r"|reading manifest .* not found"),
-        (Cause.RUNTIME_UNAVAILABLE, r"code = unavailable|connection error: desc = \"transport"
-         r"|unknown service runtime\.v1"),
+        (
+            Cause.UNAUTHORIZED,
+            r"401 unauthorized|failed to fetch (oauth|anonymous) token"
+            r"|no basic auth credentials|authorization failed|unauthorized: "
+            r"|authentication required|pull access denied",
+        ),
+        (
+            Cause.MANIFEST_NOT_FOUND,
+            r"manifest unknown|manifest_unknown"
+            r"|failed to resolve (reference|image)[^\n]*: not found|: not found\s*$|code = notfound"
+            r"|reading manifest .* not found",
+        ),
+        (
+            Cause.RUNTIME_UNAVAILABLE,
+            r"code = unavailable|connection error: desc = \"transport"
+            r"|unknown service runtime\.v1",
+        ),
     )
 )
 
@@ -211,9 +251,7 @@ def _where(report: EndpointReport | None) -> tuple[str, str]:
     return host, f"{host}:{ep.port}"
 
 
-def remedy(
-    cause: Cause, report: EndpointReport | None, image: str, *, platform: str = ""
-) -> str:
+def remedy(cause: Cause, report: EndpointReport | None, image: str, *, platform: str = "") -> str:
     """An action an operator can take for ``cause``, naming the host/port from the evidence."""
     host, hostport = _where(report)
     node_platform = platform or "the node's platform"
@@ -240,7 +278,7 @@ def remedy(
         Cause.TIMEOUT: f"{hostport} did not answer in time: allow egress to {hostport} "
         "(packets are being dropped), check any proxy on the path, or the registry's health.",
         Cause.TLS_ERROR: f"The TLS certificate of {host} is not trusted by the node: add its CA "
-        f"with `ca = \"/path/ca.crt\"` in /etc/containerd/certs.d/{hostport}/hosts.toml (or the "
+        f'with `ca = "/path/ca.crt"` in /etc/containerd/certs.d/{hostport}/hosts.toml (or the '
         "node trust store), or fix the certificate's names and validity.",
         Cause.HTTP_HTTPS_MISMATCH: f"{hostport} speaks plain HTTP but the runtime uses HTTPS: "
         f"declare it in /etc/containerd/certs.d/{hostport}/hosts.toml with "
