@@ -1,0 +1,53 @@
+"""``pullcheck images``: the images the runtime has, like ``crictl images``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from agent.cli import _render
+from agent.cli._options import EXIT_FAILED, EXIT_OK, cri_options, json_option, settings_from
+from agent.cli._runtime import unavailable_json, with_runtime
+from agent.cri import CriClient, ImageInfo, RuntimeUnavailable
+
+
+async def _list(client: CriClient) -> list[ImageInfo]:
+    return await client.list_images()
+
+
+@click.command("images")
+@cri_options
+@json_option
+def images(as_json: bool, **params: Any) -> int:
+    """List images on this node (repo tags, digests, id, size)."""
+    try:
+        found = asyncio.run(with_runtime(settings_from(params), _list))
+    except RuntimeUnavailable as exc:
+        if as_json:
+            print(json.dumps(unavailable_json(exc), indent=2))
+        else:
+            _render.err.print(f"[red]runtime_unavailable[/] {escape(str(exc))}")
+        return EXIT_FAILED
+    if as_json:
+        print(json.dumps({"success": True, "images": [asdict(i) for i in found]}, indent=2))
+        return EXIT_OK
+    table = Table(box=None, pad_edge=False)
+    for col in ("IMAGE", "TAG", "DIGEST", "IMAGE ID", "SIZE"):
+        table.add_column(col)
+    for img in sorted(found, key=lambda i: (i.repo_tags or i.repo_digests or [i.id])[0]):
+        digest = img.repo_digests[0].split("@", 1)[1][:19] if img.repo_digests else "<none>"
+        rows = [t.rsplit(":", 1) for t in img.repo_tags] or [
+            [(img.repo_digests or ["<none>"])[0].split("@", 1)[0], "<none>"]
+        ]
+        for repo, tag in rows:
+            table.add_row(
+                repo, tag, digest, img.id.removeprefix("sha256:")[:13], _render.human_size(img.size)
+            )
+    _render.out.print(table)
+    return EXIT_OK

@@ -1,0 +1,52 @@
+"""``pullcheck probe IMAGE_OR_REGISTRY``: the registry path as the runtime sees it, no pull."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+
+from agent.cli import _render
+from agent.cli._options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    credential_options,
+    credentials_from,
+    json_option,
+    path_options,
+    settings_from,
+)
+from agent.models import Cause
+from agent.pulltest import run_probe
+
+
+@click.command("probe")
+@click.argument("target", metavar="IMAGE_OR_REGISTRY")
+@credential_options
+@path_options
+@json_option
+def probe(target: str, as_json: bool, **params: Any) -> int:
+    """Probe DNS, TCP, TLS, /v2/, token and manifest for every endpoint of a registry.
+
+    A bare host (with a dot or a port, or localhost) is a registry; anything else is an image.
+    """
+    credential, keyring = credentials_from(params)
+    with _render.progress(enabled=not as_json) as report:
+        result = asyncio.run(
+            run_probe(
+                target,
+                settings_from(params),
+                credential=credential,
+                keyring=keyring,
+                progress=report,
+            )
+        )
+    if as_json:
+        _render.print_json(result)
+    else:
+        _render.render_probe(result)
+    if result.success:
+        return EXIT_OK
+    return EXIT_USAGE if result.cause is Cause.INVALID_REFERENCE else EXIT_FAILED

@@ -1,0 +1,68 @@
+"""``pullcheck pull IMAGE``: a real pull through CRI (or --mode resolve), diagnosed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+
+from agent.cli import _render
+from agent.cli._options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    credential_options,
+    credentials_from,
+    cri_options,
+    json_option,
+    path_options,
+    settings_from,
+)
+from agent.models import Cause
+from agent.pulltest import PullTestRequest, run_pull_test
+
+
+@click.command("pull")
+@click.argument("image")
+@click.option(
+    "--mode",
+    type=click.Choice(["pull", "resolve"]),
+    default="pull",
+    show_default=True,
+    help="pull: CRI PullImage like kubelet; resolve: probes and manifest HEAD only "
+    "(no layers downloaded, no Docker Hub quota spent).",
+)
+@credential_options
+@cri_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=300.0,
+    show_default=True,
+    metavar="S",
+    help="Per-test deadline; the pull RPC is cancelled when it passes.",
+)
+@click.option("--keep", is_flag=True, help="Keep the image even if it was not present before.")
+@path_options
+@json_option
+def pull(image: str, mode: str, timeout: float, keep: bool, as_json: bool, **params: Any) -> int:
+    """Pull IMAGE through the node's CRI runtime and name the cause of any failure."""
+    credential, keyring = credentials_from(params)
+    request = PullTestRequest(
+        image=image,
+        mode=mode,  # type: ignore[arg-type]
+        credential=credential,
+        keyring=keyring,
+        timeout=timeout,
+        keep=keep,
+    )
+    with _render.progress(enabled=not as_json) as report:
+        result = asyncio.run(run_pull_test(request, settings_from(params), report))
+    if as_json:
+        _render.print_json(result)
+    else:
+        _render.render_pull(result)
+    if result.success:
+        return EXIT_OK
+    return EXIT_USAGE if result.cause is Cause.INVALID_REFERENCE else EXIT_FAILED

@@ -1,0 +1,77 @@
+"""``pullcheck runtime``: CRI Version, Status and ImageFsInfo of this node's runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from agent.cli import _render
+from agent.cli._options import EXIT_FAILED, EXIT_OK, cri_options, json_option, settings_from
+from agent.cli._runtime import unavailable_json, with_runtime
+from agent.cri import CriClient, FilesystemUsage, RuntimeStatus, RuntimeUnavailable, RuntimeVersion
+
+
+async def _query(
+    client: CriClient,
+) -> tuple[str, str, RuntimeVersion, RuntimeStatus, list[FilesystemUsage]]:
+    return (
+        client.endpoint,
+        client.api_version,
+        await client.version(),
+        await client.status(),
+        await client.image_fs_info(),
+    )
+
+
+@click.command("runtime")
+@cri_options
+@json_option
+def runtime(as_json: bool, **params: Any) -> int:
+    """Show the runtime's version, its conditions and the image filesystem usage."""
+    try:
+        endpoint, api, version, status, fs = asyncio.run(
+            with_runtime(settings_from(params), _query)
+        )
+    except RuntimeUnavailable as exc:
+        if as_json:
+            print(json.dumps(unavailable_json(exc), indent=2))
+        else:
+            _render.err.print(f"[red]runtime_unavailable[/] {escape(str(exc))}")
+        return EXIT_FAILED
+    ready = status.runtime_ready
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "success": ready,
+                    "endpoint": endpoint,
+                    "api_version": api,
+                    "version": asdict(version),
+                    "status": asdict(status),
+                    "image_filesystems": [asdict(f) for f in fs],
+                },
+                indent=2,
+            )
+        )
+        return EXIT_OK if ready else EXIT_FAILED
+    out = _render.out
+    out.print(f"[bold]endpoint[/]  {escape(endpoint)} (CRI {api})")
+    out.print(
+        f"[bold]runtime[/]   {escape(version.runtime_name)} "
+        f"{escape(version.runtime_version)} (API {escape(version.runtime_api_version)})"
+    )
+    for cond in status.conditions:
+        mark = "[green]true[/]" if cond.status else "[red]false[/]"
+        extra = f"  {escape(cond.reason)}: {escape(cond.message)}" if cond.reason else ""
+        out.print(f"[bold]{escape(cond.type)}[/] {mark}{extra}")
+    for f in fs:
+        out.print(
+            f"[bold]image fs[/]  {escape(f.mountpoint)}  used "
+            f"{_render.human_size(f.used_bytes)}, {f.inodes_used} inodes"
+        )
+    return EXIT_OK if ready else EXIT_FAILED

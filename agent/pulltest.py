@@ -1,0 +1,491 @@
+"""The pull test: on one node, for one image, do what kubelet and containerd do, and say why not.
+
+Data flow (docs/architecture.md): parse the reference → choose credentials with kubelet's keyring
+rules → in parallel, (a) probe every endpoint containerd would contact (hosts.toml order) and
+(b) ask the runtime over CRI (ImageStatus, PullImage per credential, ImageStatus, RemoveImage) →
+diagnose the failure from the runtime's text plus the probe evidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from agent import __version__
+from agent.credentials import Credential, Keyring
+from agent.cri import CriClient, CriError, RuntimeUnavailable, connect
+from agent.diagnosis import classify_error, diagnose, remedy, sanitize_error
+from agent.hosts import HostsConfigError, registry_endpoints
+from agent.models import (
+    Cause,
+    CredentialAttempt,
+    Endpoint,
+    EndpointReport,
+    ImageResult,
+    Phase,
+    ProbeReport,
+    PullTestResult,
+    RuntimeInfo,
+)
+from agent.probes import ProbeContext, probe_registry
+from agent.reference import InvalidReference, Reference, is_registry_only, parse, parse_registry
+
+__all__ = ["NodeSettings", "PullTestRequest", "node_name", "run_probe", "run_pull_test"]
+
+Progress = Callable[[str], None]
+
+_PROBE_GRACE = 2.0  # seconds the probes may run past the test deadline
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """How this node's runtime sees the registry path (defaults are a node's real paths)."""
+
+    endpoint: str | None = None  # CRI endpoint; None → $CONTAINER_RUNTIME_ENDPOINT → auto-detect
+    resolv_conf: Path = Path("/etc/resolv.conf")
+    hosts_file: Path = Path("/etc/hosts")
+    registry_config_path: str = "/etc/containerd/certs.d"
+    ca_file: Path | None = None  # extra CA bundle on top of the system trust store
+    probe_timeout: float = 10.0  # per probe step
+    cri_timeout: float = 2.0  # connect and non-pull RPCs, like crictl --timeout
+    api_version: str | None = None  # force "v1alpha2"; None → negotiate
+
+
+@dataclass(frozen=True)
+class PullTestRequest:
+    image: str
+    mode: Literal["resolve", "pull"] = "pull"
+    credential: Credential | None = field(default=None, repr=False)  # --creds / --auth
+    keyring: Keyring | None = field(default=None, repr=False)  # --docker-config
+    timeout: float = 300.0
+    keep: bool = False
+
+
+def node_name() -> str:
+    return os.environ.get("NODE_NAME") or socket.gethostname()
+
+
+def node_platform() -> str:
+    machine = platform.machine().lower()
+    arch = {
+        "x86_64": "amd64",
+        "aarch64": "arm64",
+        "armv7l": "arm",
+        "ppc64le": "ppc64le",
+        "s390x": "s390x",
+    }.get(machine, machine)
+    return f"linux/{arch}"
+
+
+class _Clock:
+    """Collects timed phases with a monotonic clock."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self.phases: list[Phase] = []
+
+    def add(self, name: str, ok: bool, start: float, detail: str = "") -> None:
+        self.phases.append(Phase(name=name, ok=ok, duration_ms=_ms(start), detail=detail))
+
+    def elapsed_ms(self) -> float:
+        return _ms(self.started)
+
+
+def _ms(start: float) -> float:
+    return round((time.monotonic() - start) * 1000, 3)
+
+
+def _credentials_for(ref: Reference, req: PullTestRequest) -> list[Credential | None]:
+    """Explicit --creds/--auth as-is; else every keyring match in order; else anonymous."""
+    if req.credential is not None:
+        return [req.credential]
+    if req.keyring is not None:
+        found: list[Credential | None] = list(req.keyring.lookup(ref.name))
+        if found:
+            return found
+    return [None]
+
+
+def _probe_context(
+    settings: NodeSettings,
+    creds: list[Credential | None],
+    ref: Reference | None,
+    deadline: float | None = None,
+) -> ProbeContext:
+    """Probe settings; each step is bounded so the evidence arrives before the test deadline."""
+    step = settings.probe_timeout
+    if deadline is not None:
+        step = min(step, max((deadline - time.monotonic()) * 0.8, 0.1))
+    return ProbeContext(
+        resolv_conf=str(settings.resolv_conf),
+        hosts_file=str(settings.hosts_file),
+        timeout=step,
+        cafile=str(settings.ca_file) if settings.ca_file else None,
+        repository=ref.path if ref else None,
+        tag_or_digest=ref.object if ref else None,
+        credentials=[c for c in creds if c is not None],
+    )
+
+
+def _warnings(reports: list[EndpointReport]) -> list[str]:
+    """Failed endpoints next to a working one: the pull works, but not the way it was meant to."""
+    if not any(r.success for r in reports):
+        return []
+    return [
+        f"{r.endpoint.role} {r.endpoint.url} failed ({r.cause}): {r.summary}"
+        for r in reports
+        if not r.success
+    ]
+
+
+async def _probe(
+    registry: str,
+    endpoints: list[Endpoint],
+    ctx: ProbeContext,
+    clock: _Clock,
+    progress: Progress,
+) -> list[EndpointReport]:
+    start = time.monotonic()
+    progress(f"probing {len(endpoints)} endpoint(s) for {registry}")
+    reports = await probe_registry(endpoints, ctx)
+    ok = any(r.success for r in reports)
+    detail = ", ".join(f"{r.endpoint.url} {'ok' if r.success else r.cause}" for r in reports)
+    clock.add("probe", ok, start, detail)
+    return reports
+
+
+async def _runtime_info(client: CriClient) -> RuntimeInfo:
+    version = await client.version()
+    return RuntimeInfo(
+        endpoint=client.endpoint,
+        api_version=client.api_version,
+        runtime_name=version.runtime_name,
+        runtime_version=version.runtime_version,
+        runtime_api_version=version.runtime_api_version,
+    )
+
+
+@dataclass
+class _PullOutcome:
+    image_info: ImageResult | None = None
+    attempts: list[CredentialAttempt] = field(default_factory=list)
+    error: CriError | None = None
+    cancelled: bool = False
+
+
+async def _pull(
+    client: CriClient,
+    ref: Reference,
+    creds: list[Credential | None],
+    req: PullTestRequest,
+    clock: _Clock,
+    progress: Progress,
+    deadline: float,
+) -> _PullOutcome:
+    """ImageStatus → PullImage with each credential until one works → ImageStatus → cleanup."""
+    out = _PullOutcome()
+    image = ref.kubelet_image  # what kubelet puts in ImageSpec.image
+    start = time.monotonic()
+    before = await client.image_status(image)
+    clock.add("image_status_before", True, start, "present" if before else "absent")
+    out.image_info = ImageResult(present_before=before is not None)
+    pulled = False
+    for cred in creds:
+        source = cred.source if cred is not None else "anonymous"
+        remaining = max(deadline - time.monotonic(), 0.001)
+        progress(f"pulling {image} ({source})")
+        start = time.monotonic()
+        try:
+            await client.pull_image(image, cred, timeout=remaining)
+        except CriError as exc:
+            text = sanitize_error(exc.details)
+            cause = classify_error(text, exc.code.name if exc.code else None)
+            out.attempts.append(CredentialAttempt(source=source, ok=False, cause=cause, error=text))
+            clock.add("pull", False, start, f"{source}: {cause}")
+            out.error = exc
+            continue
+        except asyncio.CancelledError:
+            # Ctrl-C or a cancelled task: the RPC is cancelled; report it instead of dying.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            clock.add("pull", False, start, f"{source}: cancelled")
+            out.attempts.append(
+                CredentialAttempt(source=source, ok=False, cause=Cause.CANCELLED, error="cancelled")
+            )
+            out.cancelled = True
+            break
+        clock.add("pull", True, start, source)
+        out.attempts.append(CredentialAttempt(source=source, ok=True))
+        out.error = None
+        pulled = True
+        break
+    if not pulled:
+        return out
+    start = time.monotonic()
+    after = await client.image_status(image)
+    clock.add("image_status_after", after is not None, start)
+    if after is not None:
+        out.image_info.image_id = after.id
+        out.image_info.size_bytes = after.size
+        out.image_info.repo_digest = next(iter(after.repo_digests), "")
+    if not out.image_info.present_before and not req.keep:
+        start = time.monotonic()
+        await client.remove_image(after.id if after is not None else image)
+        out.image_info.removed = True
+        clock.add("remove", True, start)
+    return out
+
+
+def _endpoints(
+    registry: str, settings: NodeSettings, runtime: RuntimeInfo | None
+) -> tuple[list[Endpoint], str]:
+    """The endpoints the runtime contacts, and a warning when it ignores a bad hosts.toml."""
+    version = None
+    if runtime is not None and runtime.runtime_name == "containerd":
+        version = runtime.runtime_version
+    try:
+        found = registry_endpoints(
+            registry, settings.registry_config_path, containerd_version=version
+        )
+    except HostsConfigError as exc:
+        used = ", ".join(e.url for e in exc.fallback) or "nothing"
+        return exc.fallback, f"the runtime ignores {exc.path} ({exc.message}); it uses {used}"
+    return found, ""
+
+
+class _Session:
+    """One pull test's runtime half (CRI) and registry half (probes), run side by side."""
+
+    def __init__(
+        self,
+        req: PullTestRequest,
+        settings: NodeSettings,
+        clock: _Clock,
+        say: Progress,
+        ref: Reference,
+        creds: list[Credential | None],
+    ) -> None:
+        self.req, self.settings, self.clock, self.say = req, settings, clock, say
+        self.ref, self.creds = ref, creds
+        self.deadline = time.monotonic() + req.timeout
+        self.runtime: RuntimeInfo | None = None
+        self.unavailable: RuntimeUnavailable | None = None
+        self.outcome = _PullOutcome()
+        self.warnings: list[str] = []
+        self.reports: list[EndpointReport] = []
+        self._probes: asyncio.Task[list[EndpointReport]] | None = None
+
+    async def run(self) -> None:
+        start = time.monotonic()
+        self.say("connecting to the container runtime")
+        try:
+            client = await connect(
+                self.settings.endpoint,
+                timeout=self.settings.cri_timeout,
+                api_version=self.settings.api_version,
+            )
+        except RuntimeUnavailable as exc:
+            self.clock.add("runtime", False, start, "unavailable")
+            self.unavailable = exc
+            client = None
+        async with contextlib.AsyncExitStack() as stack:
+            if client is not None:
+                await stack.enter_async_context(client)
+                self.runtime = await _runtime_info(client)
+                rt = self.runtime
+                detail = f"{rt.runtime_name} {rt.runtime_version} via {rt.api_version}"
+                self.clock.add("runtime", True, start, detail)
+            # hosts.toml is read the way this runtime version reads it, so probes start now.
+            self._start_probes()
+            if client is not None and self.req.mode == "pull":
+                self.outcome = await _pull(
+                    client, self.ref, self.creds, self.req, self.clock, self.say, self.deadline
+                )
+            elif client is not None:
+                present = await client.image_status(self.ref.kubelet_image)
+                self.outcome.image_info = ImageResult(present_before=present is not None)
+        if self.outcome.cancelled:
+            return
+        await self._await_probes()
+
+    def _start_probes(self) -> None:
+        endpoints, warning = _endpoints(self.ref.registry_host, self.settings, self.runtime)
+        if warning:
+            self.warnings.append(warning)
+        ctx = _probe_context(self.settings, self.creds, self.ref, self.deadline)
+        self._probes = asyncio.create_task(
+            _probe(self.ref.registry_host, endpoints, ctx, self.clock, self.say)
+        )
+
+    async def _await_probes(self) -> None:
+        assert self._probes is not None
+        # The probes are bounded per step; a short grace after the deadline lets the evidence
+        # of a slow endpoint arrive, still bounded whatever the registry does.
+        grace = min(self.settings.probe_timeout, _PROBE_GRACE)
+        try:
+            async with asyncio.timeout(max(self.deadline - time.monotonic(), 0) + grace):
+                self.reports = await self._probes
+        except TimeoutError:
+            self.warnings.append(f"registry probes did not finish within {self.req.timeout:g} s")
+
+    def stop_probes(self) -> None:
+        if self._probes is not None and not self._probes.done():
+            self._probes.cancel()
+
+
+def _finish(result: PullTestResult, clock: _Clock) -> PullTestResult:
+    result.phases = clock.phases
+    result.duration_ms = clock.elapsed_ms()
+    return result
+
+
+def _fail(result: PullTestResult, cause: Cause, summary: str) -> None:
+    result.success, result.cause, result.summary = False, cause, summary
+    result.remedy = remedy(cause, None, result.image, platform=node_platform())
+
+
+async def run_pull_test(
+    req: PullTestRequest, settings: NodeSettings, progress: Progress | None = None
+) -> PullTestResult:
+    """Run one pull test and return its result; never raises for a diagnosable failure."""
+    say: Progress = progress or (lambda _msg: None)
+    clock = _Clock()
+    result = PullTestResult(
+        pullcheck_version=__version__,
+        node=node_name(),
+        image=req.image,
+        mode=req.mode,
+        started_at=clock.started_at,
+        duration_ms=0.0,
+        success=False,
+    )
+    start = time.monotonic()
+    try:
+        ref = parse(req.image)
+    except InvalidReference as exc:
+        clock.add("parse", False, start, exc.reason)
+        _fail(
+            result, Cause.INVALID_REFERENCE, f"invalid image reference {req.image!r}: {exc.reason}"
+        )
+        return _finish(result, clock)
+    clock.add("parse", True, start, ref.normalized)
+    result.reference = ref.normalized
+    session = _Session(req, settings, clock, say, ref, _credentials_for(ref, req))
+    try:
+        await session.run()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        session.outcome.cancelled = True
+    finally:
+        session.stop_probes()
+    outcome = session.outcome
+    result.runtime = session.runtime
+    result.image_info = outcome.image_info
+    result.credentials = outcome.attempts
+    result.warnings = session.warnings
+    result.endpoints = [] if outcome.cancelled else session.reports
+    if outcome.cancelled:
+        _fail(result, Cause.CANCELLED, f"the pull of {ref.kubelet_image} was cancelled")
+    elif session.unavailable is not None and req.mode == "pull":
+        _fail(result, Cause.RUNTIME_UNAVAILABLE, str(session.unavailable))
+    else:
+        if session.unavailable is not None:
+            result.warnings.append(f"runtime not checked: {session.unavailable}")
+        _verdict(result, outcome.error, req)
+    return _finish(result, clock)
+
+
+def _verdict(result: PullTestResult, error: CriError | None, req: PullTestRequest) -> None:
+    """Success, or the diagnosis from the runtime error and the probe evidence."""
+    reports = result.endpoints
+    text = sanitize_error(error.details) if error is not None else None
+    diagnosis = diagnose(
+        image=result.reference,
+        runtime_error=text,
+        grpc_code=error.code.name if error is not None and error.code is not None else None,
+        reports=reports if (error is not None or req.mode == "resolve") else [],
+        platform=node_platform(),
+    )
+    if diagnosis is None:
+        working = next((r for r in reports if r.success), None)
+        via = f" via {working.endpoint.url}" if working else ""
+        verb = "pulled" if req.mode == "pull" else "resolved"
+        info = result.image_info
+        digest = f" ({info.repo_digest or info.image_id})" if info and info.image_id else ""
+        result.success = True
+        result.summary = f"{verb} {result.reference}{digest}{via}"
+        result.warnings += _warnings(reports)
+        return
+    summary = diagnosis.summary
+    if error is not None and error.code is not None and error.code.name == "DEADLINE_EXCEEDED":
+        summary = f"the pull did not finish within {req.timeout:g} s; {summary}"
+    result.success, result.cause, result.summary = False, diagnosis.cause, summary
+    result.remedy = diagnosis.remedy
+    result.runtime_error = text or ""
+
+
+async def run_probe(
+    target: str,
+    settings: NodeSettings,
+    *,
+    credential: Credential | None = None,
+    keyring: Keyring | None = None,
+    progress: Progress | None = None,
+) -> ProbeReport:
+    """Probe the registry path for an image or a bare registry host, without the runtime."""
+    say: Progress = progress or (lambda _msg: None)
+    clock = _Clock()
+    report = ProbeReport(
+        pullcheck_version=__version__,
+        node=node_name(),
+        target=target,
+        started_at=clock.started_at,
+        duration_ms=0.0,
+        success=False,
+    )
+    ref: Reference | None = None
+    try:
+        if is_registry_only(target):
+            report.registry = parse_registry(target)
+        else:
+            ref = parse(target)
+            report.registry, report.reference = ref.registry_host, ref.normalized
+    except InvalidReference as exc:
+        report.cause = Cause.INVALID_REFERENCE
+        report.summary = f"invalid image or registry {target!r}: {exc.reason}"
+        report.remedy = remedy(Cause.INVALID_REFERENCE, None, target)
+        report.duration_ms = clock.elapsed_ms()
+        return report
+    req = PullTestRequest(image=target, credential=credential, keyring=keyring)
+    creds = _credentials_for(ref, req) if ref is not None else [credential]
+    endpoints, warning = _endpoints(report.registry, settings, None)
+    ctx = _probe_context(settings, creds, ref)
+    reports = await _probe(report.registry, endpoints, ctx, clock, say)
+    report.endpoints, report.warnings = reports, [warning] if warning else []
+    report.success = any(r.success for r in reports)
+    diagnosis = diagnose(image=target, runtime_error=None, grpc_code=None, reports=reports)
+    if diagnosis is not None:
+        report.cause, report.summary = diagnosis.cause, diagnosis.summary
+        report.remedy = diagnosis.remedy
+    elif report.success:
+        working = next(r for r in reports if r.success)
+        report.summary = f"{report.registry} reachable via {working.endpoint.url}"
+        report.warnings += _warnings(reports)
+    else:
+        report.cause = Cause.UNKNOWN
+        report.summary = f"no endpoint to probe for {report.registry}"
+    report.duration_ms = clock.elapsed_ms()
+    return report

@@ -1,0 +1,31 @@
+"""Shared fixtures. The ``lab`` fixture starts the local lab once per session.
+
+With ``CI=true`` the lab must start: a failure fails the run loudly instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from lab.info import DEFAULT_DIR, LabInfo
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def lab() -> Iterator[LabInfo]:
+    if os.geteuid() != 0 and not IN_CI:
+        pytest.skip("the lab needs root (containerd, tmpfs, dnsmasq on port 53); run as root")
+    from lab import control
+
+    already_running = control.status(DEFAULT_DIR)
+    try:
+        info = control.up(DEFAULT_DIR)
+    except Exception as exc:
+        pytest.fail(f"the local lab could not start: {exc}", pytrace=False)
+    yield info
+    if not already_running and not os.environ.get("PULLCHECK_KEEP_LAB"):
+        control.down(DEFAULT_DIR)

@@ -1,0 +1,311 @@
+"""The pull test end to end on the real lab: real containerd over CRI, real registries.
+
+One test per cause of the vocabulary, plus success, already-present, cleanup, credentials chosen
+from a docker config, and mirror fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.credentials import Credential, load_docker_config
+from agent.cri import connect
+from agent.models import Cause, PullTestResult
+from agent.pulltest import NodeSettings, PullTestRequest, run_pull_test
+from lab.info import LabInfo
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def node(lab: LabInfo) -> NodeSettings:
+    return NodeSettings(
+        endpoint=lab.endpoint,
+        resolv_conf=Path(lab.resolv_conf),
+        registry_config_path=lab.registry_config_path,
+        probe_timeout=5.0,
+    )
+
+
+def _run(node: NodeSettings, image: str, **kw: object) -> PullTestResult:
+    return asyncio.run(run_pull_test(PullTestRequest(image=image, **kw), node))  # type: ignore[arg-type]
+
+
+def _absent(node: NodeSettings, image: str) -> bool:
+    async def check() -> bool:
+        async with await connect(node.endpoint) as client:
+            return await client.image_status(image) is None
+
+    return asyncio.run(check())
+
+
+def _remove(node: NodeSettings, image: str) -> None:
+    async def rm() -> None:
+        async with await connect(node.endpoint) as client:
+            found = await client.image_status(image)
+            if found is not None:
+                await client.remove_image(found.id)
+
+    asyncio.run(rm())
+
+
+def _failed(result: PullTestResult, cause: Cause) -> PullTestResult:
+    assert not result.success, result.summary
+    assert result.cause is cause, (result.cause, result.summary, result.runtime_error)
+    assert result.summary and result.remedy
+    return result
+
+
+# --- success, present, cleanup --------------------------------------------------------------
+
+
+def test_pull_good_image_records_everything_and_cleans_up(node: NodeSettings, lab: LabInfo) -> None:
+    image = lab.images["good"]
+    _remove(node, image)
+    result = _run(node, image)
+    assert result.success, result.summary
+    assert result.cause is None and result.runtime is not None
+    assert result.runtime.runtime_name == "containerd" and result.runtime.api_version == "v1"
+    info = result.image_info
+    assert info is not None and not info.present_before and info.removed
+    assert info.image_id.startswith("sha256:") and info.size_bytes and info.size_bytes > 0
+    assert info.repo_digest.startswith(image.rsplit(":", 1)[0] + "@sha256:")
+    assert [p.name for p in result.phases][:2] == ["parse", "runtime"] or "pull" in {
+        p.name for p in result.phases
+    }
+    assert {"pull", "image_status_before", "image_status_after", "remove"} <= {
+        p.name for p in result.phases
+    }
+    assert all(p.ok for p in result.phases)
+    assert result.endpoints and result.endpoints[0].success
+    assert _absent(node, image), "the test image was left on the node"
+
+
+def test_already_present_image_is_not_removed(node: NodeSettings, lab: LabInfo) -> None:
+    image = lab.images["good"]
+    first = _run(node, image, keep=True)
+    assert first.success and first.image_info is not None and not first.image_info.removed
+    try:
+        second = _run(node, image)
+        assert second.success and second.image_info is not None
+        assert second.image_info.present_before and not second.image_info.removed
+        assert not _absent(node, image)
+    finally:
+        _remove(node, image)
+
+
+def test_resolve_mode_downloads_nothing(node: NodeSettings, lab: LabInfo) -> None:
+    image = lab.images["good"]
+    _remove(node, image)
+    result = _run(node, image, mode="resolve")
+    assert result.success and "pull" not in {p.name for p in result.phases}
+    manifest = [p for p in result.endpoints[0].probes if p.probe == "manifest"]
+    assert manifest and manifest[0].evidence is not None
+    assert manifest[0].evidence.kind == "manifest" and manifest[0].evidence.digest.startswith(
+        "sha256:"
+    )
+    assert _absent(node, image)
+
+
+def test_v1alpha2_runtime_api(lab: LabInfo) -> None:
+    node = NodeSettings(
+        endpoint=lab.endpoint,
+        resolv_conf=Path(lab.resolv_conf),
+        registry_config_path=lab.registry_config_path,
+        api_version="v1alpha2",
+    )
+    result = _run(node, lab.images["good"])
+    assert result.success and result.runtime is not None
+    assert result.runtime.api_version == "v1alpha2"
+
+
+# --- credentials ----------------------------------------------------------------------------
+
+
+def _docker_config(tmp_path: Path, auths: dict[str, tuple[str, str]]) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps(
+            {
+                "auths": {
+                    key: {"auth": base64.b64encode(f"{u}:{p}".encode()).decode()}
+                    for key, (u, p) in auths.items()
+                }
+            }
+        )
+    )
+    return path
+
+
+def test_credentials_chosen_from_docker_config_in_keyring_order(
+    node: NodeSettings, lab: LabInfo, tmp_path: Path
+) -> None:
+    host = lab.registries["auth"]
+    config = _docker_config(
+        tmp_path,
+        {
+            f"{host}/pullcheck": (lab.username, "wrong-password-1"),  # more specific: tried first
+            host: (lab.username, lab.password),
+            "other.example.com": ("nobody", "nothing"),  # does not match: never tried
+        },
+    )
+    result = _run(node, lab.images["private"], keyring=load_docker_config(config))
+    assert result.success, result.summary
+    assert [a.ok for a in result.credentials] == [False, True]
+    assert result.credentials[0].cause is Cause.UNAUTHORIZED
+    assert f"[{host}/pullcheck]" in result.credentials[0].source
+    assert f"[{host}]" in result.credentials[1].source
+    dumped = result.model_dump_json()
+    assert lab.password not in dumped and "wrong-password-1" not in dumped
+
+
+def test_unauthorized_without_credentials(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["private"]), Cause.UNAUTHORIZED)
+    assert result.credentials[0].source == "anonymous"
+    assert "imagePullSecret" in result.remedy
+
+
+def test_unauthorized_with_wrong_password_never_leaks_it(node: NodeSettings, lab: LabInfo) -> None:
+    secret = "s3cret-Wrong-Passw0rd"
+    cred = Credential(username=lab.username, password=secret, source="--creds")
+    result = _failed(_run(node, lab.images["private"], credential=cred), Cause.UNAUTHORIZED)
+    assert secret not in result.model_dump_json()
+
+
+# --- one test per cause ---------------------------------------------------------------------
+
+
+def test_manifest_not_found(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["missing_tag"]), Cause.MANIFEST_NOT_FOUND)
+    assert "404" in result.summary
+
+
+def test_repository_not_found(node: NodeSettings, lab: LabInfo) -> None:
+    _failed(_run(node, lab.images["missing_repo"]), Cause.REPOSITORY_NOT_FOUND)
+
+
+def test_forbidden(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["denied"]), Cause.FORBIDDEN)
+    assert "403" in result.summary
+
+
+def test_rate_limited(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["ratelimited"]), Cause.RATE_LIMITED)
+    assert "429" in result.summary
+    manifest = [p for e in result.endpoints for p in e.probes if p.probe == "manifest"]
+    assert manifest and manifest[-1].evidence is not None
+    assert manifest[-1].evidence.kind == "manifest"
+    assert manifest[-1].evidence.ratelimit_remaining.startswith("0")
+
+
+def test_dns_failure(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["nxdomain"]), Cause.DNS_FAILURE)
+    assert "nxdomain.pullcheck.test" in result.summary
+
+
+def test_connection_refused(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["refused"]), Cause.CONNECTION_REFUSED)
+    assert "15098" in result.summary and "15098" in result.remedy
+
+
+def test_timeout_cancels_the_rpc(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["blackhole"], timeout=4.0), Cause.TIMEOUT)
+    assert result.duration_ms < 60_000
+    assert "15099" in result.summary or "15099" in result.remedy
+
+
+def test_tls_error(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["untrusted"]), Cause.TLS_ERROR)
+    assert "hosts.toml" in result.remedy
+
+
+def test_http_https_mismatch(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["mismatch"]), Cause.HTTP_HTTPS_MISMATCH)
+    assert "http://" in result.remedy
+
+
+def test_platform_mismatch(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["foreign_platform"]), Cause.PLATFORM_MISMATCH)
+    assert "linux/" in result.remedy
+
+
+def test_layer_corrupt(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["corrupt"]), Cause.LAYER_CORRUPT)
+    assert "tar" in result.runtime_error
+
+
+def test_blob_not_found(node: NodeSettings, lab: LabInfo) -> None:
+    _failed(_run(node, lab.images["blob_gone"]), Cause.BLOB_NOT_FOUND)
+
+
+def test_unknown_server_error(node: NodeSettings, lab: LabInfo) -> None:
+    result = _failed(_run(node, lab.images["broken"]), Cause.UNKNOWN)
+    assert "500" in result.summary
+
+
+def test_invalid_reference_touches_nothing(tmp_path: Path) -> None:
+    node = NodeSettings(endpoint=f"unix://{tmp_path}/none.sock")
+    result = _failed(
+        _run(node, "Plain.pullcheck.test:15000/Pullcheck/Good"), Cause.INVALID_REFERENCE
+    )
+    assert "lowercase" in result.summary
+    assert result.runtime is None and not result.endpoints
+
+
+def test_runtime_unavailable(lab: LabInfo, tmp_path: Path) -> None:
+    missing = tmp_path / "containerd.sock"
+    node = NodeSettings(
+        endpoint=f"unix://{missing}",
+        resolv_conf=Path(lab.resolv_conf),
+        registry_config_path=lab.registry_config_path,
+    )
+    result = _failed(_run(node, lab.images["good"]), Cause.RUNTIME_UNAVAILABLE)
+    assert str(missing) in result.summary
+
+
+@pytest.fixture
+def full_disk(lab: LabInfo) -> Iterator[None]:
+    filler = Path(lab.content_dir) / "pullcheck-filler"
+    stat = os.statvfs(lab.content_dir)
+    free = stat.f_bavail * stat.f_frsize
+    with filler.open("wb") as f:
+        os.posix_fallocate(f.fileno(), 0, max(free - 64 * 1024, 0))
+    try:
+        yield
+    finally:
+        filler.unlink()
+
+
+def test_disk_full(node: NodeSettings, lab: LabInfo, full_disk: None) -> None:
+    _remove(node, lab.images["good"])
+    result = _failed(_run(node, lab.images["good"]), Cause.DISK_FULL)
+    assert "no space left on device" in result.runtime_error
+
+
+# --- mirrors ----------------------------------------------------------------------------------
+
+
+def test_mirror_failure_reported_even_when_pull_succeeds(node: NodeSettings, lab: LabInfo) -> None:
+    result = _run(node, lab.images["mirrored"])
+    assert result.success, result.summary
+    roles = [(e.endpoint.role, e.success, e.cause) for e in result.endpoints]
+    assert roles[0] == ("mirror", False, Cause.CONNECTION_REFUSED)
+    assert roles[-1][:2] == ("upstream", True)
+    assert any("refused.pullcheck.test:15098" in w for w in result.warnings)
+
+
+def test_docker_hub_through_mirror(node: NodeSettings, lab: LabInfo) -> None:
+    result = _run(node, lab.images["dockerhub_mirror"])
+    assert result.success, result.summary
+    assert result.reference == "docker.io/pullcheck/good:1.0"
+    assert result.endpoints[0].endpoint.role == "mirror" and result.endpoints[0].success
+    upstream = result.endpoints[-1]
+    assert upstream.endpoint.host == "registry-1.docker.io"
+    assert upstream.cause is Cause.DNS_FAILURE  # the lab resolver knows no public names
