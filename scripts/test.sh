@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: set up, lint, type-check, check generated stubs, run every test on the lab.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/python proto/generate.py --check
+exec .venv/bin/python -m pytest "$@"
