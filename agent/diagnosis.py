@@ -239,13 +239,41 @@ def diagnose(
     if evidence is not None and evidence.summary:
         summary = evidence.summary
     else:
-        summary = f"runtime: {_one_line(text)}"
+        summary = _text_summary(cause, text, image, platform)
     return Diagnosis(cause, summary, remedy(cause, evidence, image, platform=platform))
 
 
-def _where(report: EndpointReport | None) -> tuple[str, str]:
+_LAYER = re.compile(r"failed to extract layer \(?(?:\S+ )?(sha256:[0-9a-f]{4,12})")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_FULL_PATH = re.compile(r"(/\S+?): no space left on device")
+
+
+def _text_summary(cause: Cause, text: str, image: str, platform: str) -> str:
+    """A one-line summary from the runtime text alone, for causes no probe can see."""
+    if cause is Cause.LAYER_CORRUPT:
+        layer = _LAYER.search(text)
+        parts = [p for p in text.split(": ") if p.strip() not in {"unknown", "failed precondition"}]
+        which = f"layer {layer.group(1)}… of " if layer else "a layer of "
+        return f"{which}{image} cannot be unpacked: {_one_line(': '.join(parts[-2:]), 160)}"
+    if cause is Cause.PLATFORM_MISMATCH:
+        return f"{image} has no manifest for {platform or 'this node'} in its image index"
+    if cause is Cause.BLOB_NOT_FOUND:
+        digest = _DIGEST.search(text)
+        blob = digest.group(0) if digest else "a blob"
+        return f"{blob} of {image} is missing on the registry (the manifest resolves, the blob not)"
+    if cause is Cause.DISK_FULL:
+        path = _FULL_PATH.search(text)
+        where = f" writing {path.group(1)}" if path else ""
+        return f"no space left on the node's image filesystem{where}"
+    return f"runtime: {_one_line(text)}"
+
+
+def _where(report: EndpointReport | None, image: str) -> tuple[str, str]:
+    """(host, host:port) for remedies: the failing endpoint, else the image's registry."""
     if report is None:
-        return "the registry", "the registry port"
+        registry = image.split("/", 1)[0] if "/" in image else "the registry"
+        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
+        return host, registry if registry != "the registry" else "the registry port"
     ep = report.endpoint
     host = f"[{ep.host}]" if ":" in ep.host else ep.host
     return host, f"{host}:{ep.port}"
@@ -253,51 +281,88 @@ def _where(report: EndpointReport | None) -> tuple[str, str]:
 
 def remedy(cause: Cause, report: EndpointReport | None, image: str, *, platform: str = "") -> str:
     """An action an operator can take for ``cause``, naming the host/port from the evidence."""
-    host, hostport = _where(report)
+    host, hostport = _where(report, image)
+    registry = image.split("/", 1)[0] if "/" in image else hostport
     node_platform = platform or "the node's platform"
     remedies: dict[Cause, str] = {
-        Cause.INVALID_REFERENCE: "Fix the image reference in the pod spec; it must follow the "
-        "name[:tag][@digest] grammar with a lowercase repository.",
-        Cause.MANIFEST_NOT_FOUND: f"The tag or digest does not exist in the repository on {host}: "
-        "pin an existing tag (list them with `skopeo list-tags`) or push the missing one.",
-        Cause.REPOSITORY_NOT_FOUND: f"The repository does not exist on {host}: check the image "
-        "name and registry host for typos, or push the image there.",
-        Cause.UNAUTHORIZED: f"{host} wants credentials that were not given or were refused: fix "
-        "or create the imagePullSecret (type kubernetes.io/dockerconfigjson) with a key matching "
-        f"{host}, and reference it from the pod or its service account.",
-        Cause.FORBIDDEN: f"{host} accepted the identity but denies pull access: grant that "
-        "account pull permission on the repository, or use a pull secret for one that has it.",
-        Cause.RATE_LIMITED: f"{host} is rate-limiting pulls from this node's address: "
-        "authenticate pulls with an imagePullSecret (higher limits), or pull through a cache or "
-        "mirror (containerd hosts.toml) instead of the upstream registry.",
-        Cause.DNS_FAILURE: f"The node cannot resolve {host}: fix the node's DNS (the resolver "
-        "in its /etc/resolv.conf and its upstreams) or correct the registry host name.",
-        Cause.CONNECTION_REFUSED: f"Nothing accepts connections on {hostport} from this node: "
-        f"allow egress to {hostport} (firewall, security group, NetworkPolicy, proxy) and check "
-        "that the registry is up on that port.",
-        Cause.TIMEOUT: f"{hostport} did not answer in time: allow egress to {hostport} "
-        "(packets are being dropped), check any proxy on the path, or the registry's health.",
-        Cause.TLS_ERROR: f"The TLS certificate of {host} is not trusted by the node: add its CA "
-        f'with `ca = "/path/ca.crt"` in /etc/containerd/certs.d/{hostport}/hosts.toml (or the '
-        "node trust store), or fix the certificate's names and validity.",
-        Cause.HTTP_HTTPS_MISMATCH: f"{hostport} speaks plain HTTP but the runtime uses HTTPS: "
-        f"declare it in /etc/containerd/certs.d/{hostport}/hosts.toml with "
-        f'`server = "http://{hostport}"`, or serve the registry over TLS.',
-        Cause.PLATFORM_MISMATCH: f"The image has no variant for {node_platform}: build and push "
-        "it for that platform (a multi-arch index), or keep the pod off these nodes with a "
-        "kubernetes.io/arch nodeSelector.",
-        Cause.LAYER_CORRUPT: "A layer of the image is not a valid archive or does not match its "
-        "digest: rebuild and re-push the image with valid layers.",
-        Cause.BLOB_NOT_FOUND: f"{host} serves the manifest but not one of its blobs (storage "
-        "loss or an over-eager garbage collection): re-push the image.",
-        Cause.DISK_FULL: "The node's image filesystem is full: free space (remove unused images "
-        "with `crictl rmi --prune`, tune kubelet image GC thresholds) or enlarge the disk.",
-        Cause.RUNTIME_UNAVAILABLE: "No container runtime answered on the CRI socket: start "
-        "containerd or CRI-O, pass --endpoint, or mount the runtime socket into the agent.",
-        Cause.CANCELLED: "The pull was cancelled before it finished (by the client, or by "
-        "containerd's image_pull_progress_timeout on a stalled download): retry, and if it "
-        "recurs check the network path to the registry for stalls.",
-        Cause.UNKNOWN: "The failure matched no known cause: read the runtime error in the "
-        "evidence and the probe results for each endpoint.",
+        Cause.INVALID_REFERENCE: (
+            "Fix the image reference in the pod spec; it must follow the "
+            "name[:tag][@digest] grammar with a lowercase repository."
+        ),
+        Cause.MANIFEST_NOT_FOUND: (
+            f"The tag or digest does not exist in the repository on {hostport}: pin an existing "
+            "tag (list them with `skopeo list-tags`) or push the missing one."
+        ),
+        Cause.REPOSITORY_NOT_FOUND: (
+            f"The repository does not exist on {hostport}: check the image name and registry "
+            "host for typos, or push the image there."
+        ),
+        Cause.UNAUTHORIZED: (
+            f"Registry {hostport} wants credentials that were not given or were refused: fix or "
+            "create the imagePullSecret (type kubernetes.io/dockerconfigjson) with a key matching "
+            f"{registry}, and reference it from the pod or its service account."
+        ),
+        Cause.FORBIDDEN: (
+            f"Registry {hostport} accepted the identity but denies pull access: grant that "
+            "account pull permission on the repository, or use a pull secret for one that has it."
+        ),
+        Cause.RATE_LIMITED: (
+            f"Registry {hostport} is rate-limiting pulls from this node's address: authenticate "
+            "pulls with an imagePullSecret (higher limits), or pull through a cache or mirror "
+            "(containerd hosts.toml) instead of the upstream registry."
+        ),
+        Cause.DNS_FAILURE: (
+            f"The node cannot resolve {host}: fix the node's DNS (the resolver in its "
+            "/etc/resolv.conf and its upstreams) or correct the registry host name."
+        ),
+        Cause.CONNECTION_REFUSED: (
+            f"Nothing accepts connections on {hostport} from this node: allow egress to "
+            f"{hostport} (firewall, security group, NetworkPolicy, proxy) and check that the "
+            "registry is up on that port."
+        ),
+        Cause.TIMEOUT: (
+            f"The endpoint {hostport} did not answer in time: allow egress to {hostport} "
+            "(packets are being dropped), check any proxy on the path, or the registry's health."
+        ),
+        Cause.TLS_ERROR: (
+            f"The TLS certificate of {host} is not trusted by the node: add its CA with "
+            f'`ca = "/path/ca.crt"` in /etc/containerd/certs.d/{hostport}/hosts.toml (or the '
+            "node trust store), or fix the certificate's names and validity."
+        ),
+        Cause.HTTP_HTTPS_MISMATCH: (
+            f"The endpoint {hostport} speaks plain HTTP but the runtime uses HTTPS: declare it in "
+            f'/etc/containerd/certs.d/{hostport}/hosts.toml with `server = "http://{hostport}"`, '
+            "or serve the registry over TLS."
+        ),
+        Cause.PLATFORM_MISMATCH: (
+            f"The image has no variant for {node_platform}: build and push it for that platform "
+            "(a multi-arch index), or keep the pod off these nodes with a kubernetes.io/arch "
+            "nodeSelector."
+        ),
+        Cause.LAYER_CORRUPT: (
+            "A layer of the image is not a valid archive or does not match its digest: rebuild "
+            "and re-push the image with valid layers."
+        ),
+        Cause.BLOB_NOT_FOUND: (
+            f"Registry {hostport} serves the manifest but not one of its blobs (storage loss or "
+            "an over-eager garbage collection): re-push the image."
+        ),
+        Cause.DISK_FULL: (
+            "The node's image filesystem is full: free space (remove unused images with "
+            "`crictl rmi --prune`, tune kubelet image GC thresholds) or enlarge the disk."
+        ),
+        Cause.RUNTIME_UNAVAILABLE: (
+            "No container runtime answered on the CRI socket: start containerd or CRI-O, pass "
+            "--endpoint, or mount the runtime socket into the agent."
+        ),
+        Cause.CANCELLED: (
+            "The pull was cancelled before it finished (by the client, or by containerd's "
+            "image_pull_progress_timeout on a stalled download): retry, and if it recurs check "
+            "the network path to the registry for stalls."
+        ),
+        Cause.UNKNOWN: (
+            "The failure matched no known cause: read the runtime error in the evidence and the "
+            "probe results for each endpoint."
+        ),
     }
     return remedies[cause]

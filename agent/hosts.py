@@ -400,6 +400,12 @@ def _fill_default(registry_host: str, configs: list[_HostConfig]) -> list[_HostC
     return configs
 
 
+def _is_registry_itself(registry_host: str, config: _HostConfig) -> bool:
+    """A ``[host]`` entry naming the registry itself is not a mirror (containerd 1.x needs one)."""
+    own = {registry_host, "registry-1.docker.io" if registry_host == "docker.io" else registry_host}
+    return config.netloc in own
+
+
 def _to_endpoint(registry_host: str, config: _HostConfig, config_file: str) -> Endpoint:
     scheme: Literal["http", "https"] = "http" if config.scheme == "http" else "https"
     try:
@@ -412,7 +418,9 @@ def _to_endpoint(registry_host: str, config: _HostConfig, config_file: str) -> E
         host=host,
         port=port,
         path=config.path,
-        role="mirror" if config.role == "mirror" else "upstream",
+        role="mirror"
+        if config.role == "mirror" and not _is_registry_itself(registry_host, config)
+        else "upstream",
         capabilities=config.capabilities,
         ca_files=config.ca_files,
         client_certs=config.client_certs,

@@ -83,7 +83,7 @@ async def probe_http(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
             else:
                 cause = Cause.TLS_ERROR
         if cause == Cause.TIMEOUT:
-            reason = f"{reason} after {ctx.timeout:g} s"
+            reason = f"{reason} after {ctx.timeout:.3g} s"
         return result.fail(cause, f"GET {url} ({address}): {reason}", evidence)
 
     result.phases.extend(trace.phases)

@@ -88,7 +88,7 @@ async def probe_manifest(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     except Exception as exc:  # network failures are classified; a probe never raises
         cause, reason = classify(exc)
         if cause == Cause.TIMEOUT:
-            reason = f"{reason} after {ctx.timeout:g} s"
+            reason = f"{reason} after {ctx.timeout:.3g} s"
         return result.fail(cause, f"{evidence.method} {url} ({target}): {reason}", evidence)
 
 

@@ -62,7 +62,7 @@ async def probe_tcp(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     if cause == Cause.CONNECTION_REFUSED and reason == "connection refused":
         error = f"TCP connect to {where} ({tried}) refused"
     elif cause == Cause.TIMEOUT:
-        error = f"TCP connect to {where} ({tried}) timed out after {ctx.timeout:g} s"
+        error = f"TCP connect to {where} ({tried}) timed out after {ctx.timeout:.3g} s"
     else:
         error = f"TCP connect to {where} ({tried}) failed: {reason}"
     return result.fail(cause, error, _evidence(address, endpoint.port))

@@ -108,14 +108,14 @@ async def _probe(
         evidence.verify_error = reason
         return result.fail(Cause.TLS_ERROR, f"{prefix} failed: {reason}", evidence)
     except TimeoutError:
-        result.phase("handshake", False, started, f"no handshake within {ctx.timeout:g} s")
+        result.phase("handshake", False, started, f"no handshake within {ctx.timeout:.3g} s")
         if await _plain_http(endpoint, address, ctx, result, _SNIFF_AFTER_TIMEOUT):
             return result.fail(
                 Cause.HTTP_HTTPS_MISMATCH,
                 f"{prefix}: server speaks plain HTTP ({_MISMATCH_NOTE})",
                 evidence,
             )
-        return result.fail(Cause.TIMEOUT, f"{prefix} timed out after {ctx.timeout:g} s", evidence)
+        return result.fail(Cause.TIMEOUT, f"{prefix} timed out after {ctx.timeout:.3g} s", evidence)
     except (ssl.SSLError, OSError, EOFError) as exc:
         cause, reason = classify(exc)
         result.phase("handshake", False, started, reason)

@@ -101,3 +101,39 @@ def test_every_cause_has_a_remedy_naming_the_endpoint() -> None:
         assert text.endswith(".") and len(text) > 40
     assert "reg.example:443" in remedy(Cause.CONNECTION_REFUSED, report, R)
     assert "certs.d/reg.example:443/hosts.toml" in remedy(Cause.TLS_ERROR, report, R)
+
+
+def _case(label: str) -> dict[str, str]:
+    return next(c for c in CORPUS if c["label"] == label)
+
+
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("invalid tar", "layer sha256:0f3a… of "),
+        (
+            "1.6.20 blob gone",
+            "sha256:40a67ac7995735143478148b4f92947e03af11b6ad612e5ea553718a00c75c60 of",
+        ),
+        ("1.6.20 ingest full", "writing /var/tmp/pullcheck-lab/root/io.containerd.content.v1"),
+        ("platform", "no manifest for linux/arm64"),
+    ],
+)
+def test_text_only_causes_get_a_specific_summary(label: str, expected: str) -> None:
+    case = _case(label)
+    d = diagnose(
+        image=R,
+        runtime_error=case["text"],
+        grpc_code=case.get("code"),
+        reports=[],
+        platform="linux/arm64",
+    )
+    assert d is not None and d.cause is Cause(case["cause"])
+    assert expected in d.summary and not d.summary.startswith("runtime:")
+    assert "archive/tar: invalid tar header" in d.summary or label != "invalid tar"
+
+
+def test_unauthorized_remedy_names_the_pull_secret_key_with_port() -> None:
+    text = remedy(Cause.UNAUTHORIZED, None, "auth.example:5443/team/app:1")
+    assert "key matching auth.example:5443" in text
+    assert remedy(Cause.BLOB_NOT_FOUND, None, "r.example/a:1")[0].isupper()
