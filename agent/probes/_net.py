@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import re
 import ssl
 import time
 import typing
 from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import httpcore
@@ -105,22 +107,47 @@ def build_ssl_context(
     the endpoint's client certificates, and ``skip_verify``. ``verify=False`` gives a context that
     accepts any certificate (used to capture a certificate that failed verification).
     """
-    if ctx.use_system_trust:
+    cafiles = tuple(([ctx.cafile] if ctx.cafile else []) + list(endpoint.ca_files))
+    certs = tuple(endpoint.client_certs)
+    # Loading the system store costs ~50 ms; contexts are reused while the files are unchanged
+    # (hosts.toml and its CA files may change at any time, without a containerd restart).
+    stamp = tuple(_mtime(path) for path in cafiles + tuple(p for pair in certs for p in pair))
+    return _ssl_context(
+        ctx.use_system_trust, cafiles, certs, endpoint.skip_verify or not verify, stamp
+    )
+
+
+def _mtime(path: str) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+@functools.lru_cache(maxsize=32)
+def _ssl_context(
+    system_trust: bool,
+    cafiles: tuple[str, ...],
+    client_certs: tuple[tuple[str, str], ...],
+    insecure: bool,
+    _stamp: tuple[float, ...],
+) -> ssl.SSLContext:
+    if system_trust:
         context = ssl.create_default_context()
     else:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
-    for cafile in ([ctx.cafile] if ctx.cafile else []) + list(endpoint.ca_files):
+    for cafile in cafiles:
         try:
             context.load_verify_locations(cafile=cafile)
         except (OSError, ssl.SSLError) as exc:
             raise TlsConfigError(f"unable to load CA cert {cafile}: {_ssl_text(exc)}") from exc
-    for cert, key in endpoint.client_certs:
+    for cert, key in client_certs:
         try:
             context.load_cert_chain(cert, key or None)
         except (OSError, ssl.SSLError) as exc:
             raise TlsConfigError(f"failed to load X509 key pair {cert}: {_ssl_text(exc)}") from exc
-    if endpoint.skip_verify or not verify:
+    if insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
