@@ -20,6 +20,19 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from lab.layout import SERVER_CERT_IPS, SERVER_CERT_NAMES, Paths
 
+# Key usage of a CA certificate that signs other certificates (shared with the probe tests).
+CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name(
@@ -64,17 +77,7 @@ def make_ca(paths: Paths) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
         .serial_number(x509.random_serial_number())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)

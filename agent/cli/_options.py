@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from agent.credentials import Credential, CredentialError, Keyring, from_cli, load_docker_config
+from agent.models import Cause
 from agent.pulltest import NodeSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,6 +130,13 @@ credential_options = _compose(
 )
 
 
+def exit_code(success: bool, cause: Cause | None) -> int:
+    """0 success, 2 invalid input (a bad reference), 1 any other diagnosed failure."""
+    if success:
+        return EXIT_OK
+    return EXIT_USAGE if cause is Cause.INVALID_REFERENCE else EXIT_FAILED
+
+
 def settings_from(params: dict[str, Any]) -> NodeSettings:
     return NodeSettings(
         endpoint=params.get("endpoint"),
@@ -161,6 +169,7 @@ __all__ = [
     "credential_options",
     "credentials_from",
     "cri_options",
+    "exit_code",
     "json_option",
     "path_options",
     "settings_from",

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from rich.markup import escape
+
+from agent.cli import _render
+from agent.cli._options import EXIT_FAILED
 from agent.cri import CriClient, RuntimeUnavailable, connect
 from agent.pulltest import NodeSettings
 
@@ -19,10 +24,16 @@ async def with_runtime(settings: NodeSettings, query: Callable[[CriClient], Awai
         return await query(client)
 
 
-def unavailable_json(exc: RuntimeUnavailable) -> dict[str, Any]:
-    return {
-        "success": False,
-        "cause": "runtime_unavailable",
-        "summary": str(exc),
-        "tried": [{"endpoint": e, "reason": r} for e, r in exc.tried],
-    }
+def report_unavailable(exc: RuntimeUnavailable, as_json: bool) -> int:
+    """Print a runtime_unavailable outcome (one JSON object, or a line on stderr); exit 1."""
+    if as_json:
+        body: dict[str, Any] = {
+            "success": False,
+            "cause": "runtime_unavailable",
+            "summary": str(exc),
+            "tried": [{"endpoint": e, "reason": r} for e, r in exc.tried],
+        }
+        print(json.dumps(body, indent=2))
+    else:
+        _render.err.print(f"[red]runtime_unavailable[/] {escape(str(exc))}")
+    return EXIT_FAILED

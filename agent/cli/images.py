@@ -8,12 +8,11 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from agent.cli import _render
-from agent.cli._options import EXIT_FAILED, EXIT_OK, cri_options, json_option, settings_from
-from agent.cli._runtime import unavailable_json, with_runtime
+from agent.cli._options import EXIT_OK, cri_options, json_option, settings_from
+from agent.cli._runtime import report_unavailable, with_runtime
 from agent.cri import CriClient, ImageInfo, RuntimeUnavailable
 
 
@@ -29,11 +28,7 @@ def images(as_json: bool, **params: Any) -> int:
     try:
         found = asyncio.run(with_runtime(settings_from(params), _list))
     except RuntimeUnavailable as exc:
-        if as_json:
-            print(json.dumps(unavailable_json(exc), indent=2))
-        else:
-            _render.err.print(f"[red]runtime_unavailable[/] {escape(str(exc))}")
-        return EXIT_FAILED
+        return report_unavailable(exc, as_json)
     if as_json:
         print(json.dumps({"success": True, "images": [asdict(i) for i in found]}, indent=2))
         return EXIT_OK

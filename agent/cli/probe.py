@@ -9,16 +9,13 @@ import click
 
 from agent.cli import _render
 from agent.cli._options import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
     credential_options,
     credentials_from,
+    exit_code,
     json_option,
     path_options,
     settings_from,
 )
-from agent.models import Cause
 from agent.pulltest import run_probe
 
 
@@ -47,6 +44,4 @@ def probe(target: str, as_json: bool, **params: Any) -> int:
         _render.print_json(result)
     else:
         _render.render_probe(result)
-    if result.success:
-        return EXIT_OK
-    return EXIT_USAGE if result.cause is Cause.INVALID_REFERENCE else EXIT_FAILED
+    return exit_code(result.success, result.cause)

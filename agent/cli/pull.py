@@ -9,17 +9,14 @@ import click
 
 from agent.cli import _render
 from agent.cli._options import (
-    EXIT_FAILED,
-    EXIT_OK,
-    EXIT_USAGE,
     credential_options,
     credentials_from,
     cri_options,
+    exit_code,
     json_option,
     path_options,
     settings_from,
 )
-from agent.models import Cause
 from agent.pulltest import PullTestRequest, run_pull_test
 
 
@@ -63,6 +60,4 @@ def pull(image: str, mode: str, timeout: float, keep: bool, as_json: bool, **par
         _render.print_json(result)
     else:
         _render.render_pull(result)
-    if result.success:
-        return EXIT_OK
-    return EXIT_USAGE if result.cause is Cause.INVALID_REFERENCE else EXIT_FAILED
+    return exit_code(result.success, result.cause)

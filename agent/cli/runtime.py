@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from agent.cli import _render
 from agent.cli._options import EXIT_FAILED, EXIT_OK, cri_options, json_option, settings_from
-from agent.cli._runtime import unavailable_json, with_runtime
+from agent.cli._runtime import report_unavailable, with_runtime
 from agent.cri import CriClient, FilesystemUsage, RuntimeStatus, RuntimeUnavailable, RuntimeVersion
 
 
@@ -38,11 +38,7 @@ def runtime(as_json: bool, **params: Any) -> int:
             with_runtime(settings_from(params), _query)
         )
     except RuntimeUnavailable as exc:
-        if as_json:
-            print(json.dumps(unavailable_json(exc), indent=2))
-        else:
-            _render.err.print(f"[red]runtime_unavailable[/] {escape(str(exc))}")
-        return EXIT_FAILED
+        return report_unavailable(exc, as_json)
     ready = status.runtime_ready
     if as_json:
         print(

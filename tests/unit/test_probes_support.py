@@ -37,6 +37,7 @@ from cryptography.x509.oid import NameOID
 from agent.credentials import Credential
 from agent.models import Endpoint
 from agent.probes import ProbeContext
+from lab.certs import CA_KEY_USAGE
 
 # --- guard: the system resolver must never be used --------------------------------------------
 
@@ -114,17 +115,7 @@ def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         .not_valid_after(now + dt.timedelta(days=30))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            CA_KEY_USAGE,
             critical=True,
         )
         .sign(key, hashes.SHA256())
