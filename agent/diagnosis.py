@@ -221,6 +221,7 @@ def diagnose(
     grpc_code: str | None,
     reports: Sequence[EndpointReport],
     platform: str = "",
+    hosts_dir: str = "/etc/containerd/certs.d",
 ) -> Diagnosis | None:
     """One cause, summary and remedy for a failed pull test, or ``None`` when nothing failed.
 
@@ -232,7 +233,11 @@ def diagnose(
             return None
         failure = _first_failure(reports)
         assert failure is not None and failure.cause is not None
-        return Diagnosis(failure.cause, failure.summary, remedy(failure.cause, failure, image))
+        return Diagnosis(
+            failure.cause,
+            failure.summary,
+            remedy(failure.cause, failure, image, hosts_dir=hosts_dir),
+        )
     text = sanitize_error(runtime_error)
     cause = _refine(classify_error(text, grpc_code), text, reports)
     evidence = _report_with(reports, cause)
@@ -240,7 +245,9 @@ def diagnose(
         summary = evidence.summary
     else:
         summary = _text_summary(cause, text, image, platform)
-    return Diagnosis(cause, summary, remedy(cause, evidence, image, platform=platform))
+    return Diagnosis(
+        cause, summary, remedy(cause, evidence, image, platform=platform, hosts_dir=hosts_dir)
+    )
 
 
 _LAYER = re.compile(r"failed to extract layer \(?(?:\S+ )?(sha256:[0-9a-f]{4,12})")
@@ -279,7 +286,14 @@ def _where(report: EndpointReport | None, image: str) -> tuple[str, str]:
     return host, f"{host}:{ep.port}"
 
 
-def remedy(cause: Cause, report: EndpointReport | None, image: str, *, platform: str = "") -> str:
+def remedy(
+    cause: Cause,
+    report: EndpointReport | None,
+    image: str,
+    *,
+    platform: str = "",
+    hosts_dir: str = "/etc/containerd/certs.d",
+) -> str:
     """An action an operator can take for ``cause``, naming the host/port from the evidence."""
     host, hostport = _where(report, image)
     registry = image.split("/", 1)[0] if "/" in image else hostport
@@ -326,12 +340,12 @@ def remedy(cause: Cause, report: EndpointReport | None, image: str, *, platform:
         ),
         Cause.TLS_ERROR: (
             f"The TLS certificate of {host} is not trusted by the node: add its CA with "
-            f'`ca = "/path/ca.crt"` in /etc/containerd/certs.d/{hostport}/hosts.toml (or the '
+            f'`ca = "/path/ca.crt"` in {hosts_dir}/{hostport}/hosts.toml (or the '
             "node trust store), or fix the certificate's names and validity."
         ),
         Cause.HTTP_HTTPS_MISMATCH: (
             f"The endpoint {hostport} speaks plain HTTP but the runtime uses HTTPS: declare it in "
-            f'/etc/containerd/certs.d/{hostport}/hosts.toml with `server = "http://{hostport}"`, '
+            f'{hosts_dir}/{hostport}/hosts.toml with `server = "http://{hostport}"`, '
             "or serve the registry over TLS."
         ),
         Cause.PLATFORM_MISMATCH: (

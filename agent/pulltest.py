@@ -283,6 +283,7 @@ class _Session:
         self.unavailable: RuntimeUnavailable | None = None
         self.outcome = _PullOutcome()
         self.warnings: list[str] = []
+        self.hosts_problem = ""  # a hosts.toml the runtime ignores: it changes the remedy
         self.reports: list[EndpointReport] = []
         self._probes: asyncio.Task[list[EndpointReport]] | None = None
 
@@ -323,6 +324,7 @@ class _Session:
         endpoints, warning = _endpoints(self.ref.registry_host, self.settings, self.runtime)
         if warning:
             self.warnings.append(warning)
+            self.hosts_problem = warning
         ctx = _probe_context(self.settings, self.creds, self.ref, self.deadline)
         self._probes = asyncio.create_task(
             _probe(self.ref.registry_host, endpoints, ctx, self.clock, self.say)
@@ -404,11 +406,15 @@ async def run_pull_test(
     else:
         if session.unavailable is not None:
             result.warnings.append(f"runtime not checked: {session.unavailable}")
-        _verdict(result, outcome.error, req)
+        _verdict(result, outcome.error, req, settings.registry_config_path.split(":")[0])
+        if not result.success and session.hosts_problem:
+            result.remedy += f" Note: {session.hosts_problem}."
     return _finish(result, clock)
 
 
-def _verdict(result: PullTestResult, error: CriError | None, req: PullTestRequest) -> None:
+def _verdict(
+    result: PullTestResult, error: CriError | None, req: PullTestRequest, hosts_dir: str
+) -> None:
     """Success, or the diagnosis from the runtime error and the probe evidence."""
     reports = result.endpoints
     text = sanitize_error(error.details) if error is not None else None
@@ -418,6 +424,7 @@ def _verdict(result: PullTestResult, error: CriError | None, req: PullTestReques
         grpc_code=error.code.name if error is not None and error.code is not None else None,
         reports=reports if (error is not None or req.mode == "resolve") else [],
         platform=node_platform(),
+        hosts_dir=hosts_dir,
     )
     if diagnosis is None:
         working = next((r for r in reports if r.success), None)
@@ -476,7 +483,13 @@ async def run_probe(
     reports = await _probe(report.registry, endpoints, ctx, clock, say)
     report.endpoints, report.warnings = reports, [warning] if warning else []
     report.success = any(r.success for r in reports)
-    diagnosis = diagnose(image=target, runtime_error=None, grpc_code=None, reports=reports)
+    diagnosis = diagnose(
+        image=target,
+        runtime_error=None,
+        grpc_code=None,
+        reports=reports,
+        hosts_dir=settings.registry_config_path.split(":")[0],
+    )
     if diagnosis is not None:
         report.cause, report.summary = diagnosis.cause, diagnosis.summary
         report.remedy = diagnosis.remedy

@@ -309,3 +309,22 @@ def test_docker_hub_through_mirror(node: NodeSettings, lab: LabInfo) -> None:
     upstream = result.endpoints[-1]
     assert upstream.endpoint.host == "registry-1.docker.io"
     assert upstream.cause is Cause.DNS_FAILURE  # the lab resolver knows no public names
+
+
+def test_hosts_toml_without_host_table_is_ignored_by_containerd_1x(
+    node: NodeSettings, lab: LabInfo
+) -> None:
+    """The classic trap: `ca` added to hosts.toml, still x509, because 1.x ignores the file."""
+    registry = lab.registries["untrusted"]
+    host_dir = Path(lab.registry_config_path) / registry
+    host_dir.mkdir()
+    try:
+        (host_dir / "hosts.toml").write_text(
+            f'server = "https://{registry}"\nca = "{lab.ca_file}"\n'
+        )
+        result = _failed(_run(node, lab.images["untrusted"]), Cause.TLS_ERROR)
+        assert any("invalid `host` tree" in w and "hosts.toml" in w for w in result.warnings)
+        assert "Note: the runtime ignores" in result.remedy and "repeat the server" in result.remedy
+    finally:
+        (host_dir / "hosts.toml").unlink(missing_ok=True)
+        host_dir.rmdir()
