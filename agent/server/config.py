@@ -1,0 +1,198 @@
+"""Configuration of the agent and the aggregator: one YAML file plus environment overrides.
+
+The file (``--config``, default ``/etc/pullcheck/config.yaml``; absent → defaults) is validated
+strictly: an unknown key or a bad value is an error naming the key. Environment variables
+override it, nested keys joined by ``__``: ``PULLCHECK_AGENT__LISTEN=127.0.0.1:9000``,
+``PULLCHECK_READ_ONLY=true``, ``PULLCHECK_ALLOW='["docker.io/*"]'`` (lists as JSON).
+"""
+
+from __future__ import annotations
+
+import re
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "AgentSection",
+    "AggregatorSection",
+    "ConfigError",
+    "DiscoverySection",
+    "Limits",
+    "Settings",
+    "load_settings",
+    "parse_size",
+]
+
+DEFAULT_CONFIG_FILE = Path("/etc/pullcheck/config.yaml")
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "m": 1000**2,
+    "g": 1000**3,
+    "t": 1000**4,
+    "ki": 1024,
+    "mi": 1024**2,
+    "gi": 1024**3,
+    "ti": 1024**4,
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the file, key and reason."""
+
+
+def parse_size(value: int | float | str) -> int:
+    """Bytes from ``1073741824``, ``"1GiB"``, ``"500MB"``, ``"2Gi"``."""
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return int(value)
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size like 500MiB, 2GB or 1073741824")
+    number, unit = match.groups()
+    key = (unit or "").lower().removesuffix("b")
+    return int(float(number) * _UNITS[key])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Limits(_Section):
+    """Guards that keep a node and its registries safe from the API's callers."""
+
+    max_image_size: int = Field(default=0, description="bytes; 0 = no limit (sizes: 2GiB, 500MB)")
+    min_free_space: int = Field(default=0, description="bytes free on the image fs; 0 = no check")
+    pull_concurrency: int = Field(default=2, ge=1, le=64)
+    pull_queue: int = Field(default=8, ge=0, le=10_000)
+    result_ttl: float = Field(default=30.0, ge=0, description="seconds a result is reused")
+    default_timeout: float = Field(default=300.0, gt=0, le=3600)
+    max_timeout: float = Field(default=900.0, gt=0, le=3600)
+    rate_limit_per_minute: int = Field(default=120, ge=0, description="per client; 0 = off")
+    rate_limit_burst: int = Field(default=30, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    @field_validator("max_image_size", "min_free_space", "max_body_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: Any) -> int:
+        return parse_size(value)
+
+
+class AgentSection(_Section):
+    listen: str = "0.0.0.0:8479"
+    runtime_endpoint: str | None = None  # None → $CONTAINER_RUNTIME_ENDPOINT → auto-detect
+    resolv_conf: str = "/etc/resolv.conf"
+    hosts_file: str = "/etc/hosts"
+    registry_config_path: str = "/etc/containerd/certs.d"
+    ca_file: str | None = None
+    probe_timeout: float = Field(default=10.0, gt=0, le=120)
+    connectivity_ttl: float = Field(default=60.0, ge=0)
+    recent_registries: int = Field(default=16, ge=0, le=256)
+
+
+class DiscoverySection(_Section):
+    mode: Literal["dns", "endpointslices", "static"] = "dns"
+    # dns: a headless Service name; its A/AAAA records are the agents
+    service: str = "pullcheck-agent.pullcheck.svc.cluster.local"
+    # endpointslices: the agent Service's namespace and name (label kubernetes.io/service-name)
+    namespace: str = "pullcheck"
+    service_name: str = "pullcheck-agent"
+    # static: "host:port" or "node=host:port"
+    agents: list[str] = []
+    agent_port: int = Field(default=8479, ge=1, le=65535)
+    agent_scheme: Literal["http", "https"] = "http"
+    refresh: float = Field(default=30.0, gt=0)
+    resolv_conf: str = "/etc/resolv.conf"
+
+
+class AggregatorSection(_Section):
+    listen: str = "0.0.0.0:8480"
+    max_in_flight: int = Field(default=64, ge=1, le=4096)
+    node_timeout: float = Field(default=330.0, gt=0, le=3600)
+    discovery: DiscoverySection = DiscoverySection()
+
+
+class Settings(BaseSettings):
+    """Everything either process reads. Shared keys first, then one section per process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PULLCHECK_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    token_file: str = "/var/run/secrets/pullcheck/token"  # bearer token; aggregator sends it too
+    auth: bool = True  # False only for local experiments; health endpoints never need it
+    allow: list[str] = Field(
+        default=["docker.io/*", "registry.k8s.io/*", "quay.io/*", "ghcr.io/*"],
+        description="globs over normalised image names (domain/path) an API caller may test",
+    )
+    registries: list[str] = Field(
+        default=["docker.io"], description="registries /v1/connectivity always probes"
+    )
+    read_only: bool = False  # resolve mode and probes only: never a pull
+    limits: Limits = Limits()
+    agent: AgentSection = AgentSection()
+    aggregator: AggregatorSection = AggregatorSection()
+
+    def allows(self, name: str) -> bool:
+        """Whether the normalised image name (``domain/path``) matches an allow glob."""
+        return any(fnmatchcase(name, pattern) for pattern in self.allow)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # environment overrides the file, which is passed in as init arguments
+        return env_settings, init_settings
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{key}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read ``path`` (missing file → defaults when ``path`` is None) and the environment."""
+    source = path or DEFAULT_CONFIG_FILE
+    data: Any = {}
+    try:
+        text = source.read_text()
+    except FileNotFoundError:
+        if path is not None:
+            raise ConfigError(f"{source}: no such file") from None
+        text = ""
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    if text.strip():
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{source}:{where} invalid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of keys")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
