@@ -129,7 +129,7 @@ class Settings(BaseSettings):
         env_prefix="PULLCHECK_", env_nested_delimiter="__", extra="forbid", frozen=True
     )
 
-    token_file: str = "/var/run/secrets/pullcheck/token"  # bearer token; aggregator sends it too
+    token_file: str = "/var/run/secrets/pullcheck/token"  # noqa: S105 - a path, not a secret
     auth: bool = True  # False only for local experiments; health endpoints never need it
     allow: list[str] = Field(
         default=["docker.io/*", "registry.k8s.io/*", "quay.io/*", "ghcr.io/*"],
