@@ -133,6 +133,9 @@ class ManifestEvidence(_Model):
     ratelimit_source: str = ""
     error_codes: list[str] = []
     repository_exists: bool | None = None  # from tags/list when the manifest was missing
+    # config + layer sizes of the node platform's manifest (only measured for the size guard)
+    image_size: int | None = None
+    platform: str = ""  # the platform image_size was measured for
 
 
 Evidence = Annotated[
@@ -224,6 +227,8 @@ class PullTestResult(_Model):
     summary: str = ""
     remedy: str = ""
     runtime_error: str = ""  # the runtime's own text, redacted, when the pull failed
+    # a guard stopped the pull before any download (success false, cause null)
+    refused: Literal["", "image_too_large", "insufficient_space"] = ""
     warnings: list[str] = []  # e.g. a mirror that failed while the upstream worked
     started_at: str  # RFC 3339, UTC
     duration_ms: float

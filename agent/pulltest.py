@@ -68,6 +68,9 @@ class PullTestRequest:
     keyring: Keyring | None = field(default=None, repr=False)  # --docker-config
     timeout: float = 300.0
     keep: bool = False
+    # guards checked before any layer is downloaded (0 = off); a refusal is not a cause
+    max_image_size: int = 0  # bytes: config + layers of the node platform's manifest
+    min_free_space: int = 0  # bytes free on the runtime's image filesystem
 
 
 def node_name() -> str:
@@ -247,6 +250,28 @@ async def _pull(
     return out
 
 
+async def _free_space(client: CriClient) -> tuple[int | None, str]:
+    """Free bytes on the runtime's image filesystem (ImageFsInfo mountpoint, statvfs)."""
+    filesystems = await client.image_fs_info()
+    if not filesystems:
+        return None, "the runtime reported no image filesystem"
+    mountpoint = filesystems[0].mountpoint
+    try:
+        stat = os.statvfs(mountpoint)
+    except OSError as exc:
+        return None, f"{mountpoint} is not visible here ({exc.strerror})"
+    return stat.f_bavail * stat.f_frsize, mountpoint
+
+
+def _measured_size(reports: list[EndpointReport]) -> int | None:
+    for report in reports:
+        for probe in report.probes:
+            ev = probe.evidence
+            if ev is not None and ev.kind == "manifest" and ev.image_size is not None:
+                return ev.image_size
+    return None
+
+
 def _endpoints(
     registry: str, settings: NodeSettings, runtime: RuntimeInfo | None
 ) -> tuple[list[Endpoint], str]:
@@ -285,6 +310,9 @@ class _Session:
         self.warnings: list[str] = []
         self.hosts_problem = ""  # a hosts.toml the runtime ignores: it changes the remedy
         self.reports: list[EndpointReport] = []
+        # set when a guard stopped the pull before any download
+        self.refused: Literal["", "image_too_large", "insufficient_space"] = ""
+        self.refusal = ""
         self._probes: asyncio.Task[list[EndpointReport]] | None = None
 
     async def run(self) -> None:
@@ -310,6 +338,8 @@ class _Session:
             # hosts.toml is read the way this runtime version reads it, so probes start now.
             self._start_probes()
             if client is not None and self.req.mode == "pull":
+                await self._guards(client)
+            if client is not None and self.req.mode == "pull" and not self.refused:
                 self.outcome = await _pull(
                     client, self.ref, self.creds, self.req, self.clock, self.say, self.deadline
                 )
@@ -320,18 +350,52 @@ class _Session:
             return
         await self._await_probes()
 
+    async def _guards(self, client: CriClient) -> None:
+        """Refuse a pull that would fill the image filesystem or exceed the size limit."""
+        if self.req.min_free_space:
+            start = time.monotonic()
+            free, where = await _free_space(client)
+            if free is None:
+                self.warnings.append(f"free space not checked: {where}")
+            elif free < self.req.min_free_space:
+                self.refused = "insufficient_space"
+                self.refusal = (
+                    f"only {free} bytes free on the image filesystem {where}, "
+                    f"below the minimum of {self.req.min_free_space}; not pulled"
+                )
+            self.clock.add("free_space", not self.refused, start, where)
+            if self.refused:
+                return
+        if self.req.max_image_size:
+            start = time.monotonic()
+            await self._await_probes()  # the manifest probe measured the size
+            size = _measured_size(self.reports)
+            if size is None:
+                self.warnings.append("image size unknown before the pull (no manifest found)")
+            elif size > self.req.max_image_size:
+                self.refused = "image_too_large"
+                self.refusal = (
+                    f"{self.ref.normalized} is {size} bytes for {node_platform()}, over the "
+                    f"limit of {self.req.max_image_size}; not pulled"
+                )
+            self.clock.add("size_check", not self.refused, start, f"{size} bytes")
+
     def _start_probes(self) -> None:
         endpoints, warning = _endpoints(self.ref.registry_host, self.settings, self.runtime)
         if warning:
             self.warnings.append(warning)
             self.hosts_problem = warning
         ctx = _probe_context(self.settings, self.creds, self.ref, self.deadline)
+        if self.req.max_image_size and self.req.mode == "pull":
+            ctx.measure_size_for = node_platform()
         self._probes = asyncio.create_task(
             _probe(self.ref.registry_host, endpoints, ctx, self.clock, self.say)
         )
 
     async def _await_probes(self) -> None:
         assert self._probes is not None
+        if self._probes.done() and self.reports:
+            return
         # The probes are bounded per step; a short grace after the deadline lets the evidence
         # of a slow endpoint arrive, still bounded whatever the registry does.
         grace = min(self.settings.probe_timeout, _PROBE_GRACE)
@@ -401,6 +465,8 @@ async def run_pull_test(
     result.endpoints = [] if outcome.cancelled else session.reports
     if outcome.cancelled:
         _fail(result, Cause.CANCELLED, f"the pull of {ref.kubelet_image} was cancelled")
+    elif session.refused:
+        result.refused, result.summary = session.refused, session.refusal
     elif session.unavailable is not None and req.mode == "pull":
         _fail(result, Cause.RUNTIME_UNAVAILABLE, str(session.unavailable))
     else:

@@ -136,7 +136,10 @@ def render_pull(result: PullTestResult) -> None:
         rt = result.runtime
         head += f"  {rt.runtime_name} {rt.runtime_version} (CRI {rt.api_version})"
     out.print(head)
-    _verdict(result.success, result.cause, result.summary, result.remedy)
+    if result.refused:
+        out.print(f"[bold yellow]REFUSED[/]  {result.refused}: {escape(result.summary)}")
+    else:
+        _verdict(result.success, result.cause, result.summary, result.remedy)
     if result.runtime_error:
         out.print(f"  [bold]runtime[/] {escape(result.runtime_error)}")
     _warnings(result.warnings)

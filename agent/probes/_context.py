@@ -90,6 +90,10 @@ class ProbeContext:
     credentials: list[Credential] = field(default_factory=list, repr=False)
     dns_port: int = 53  # port of the resolv.conf nameservers; only tests change it
     user_agent: str = f"pullcheck/{__version__}"
+    # When set (a platform like "linux/amd64"), a successful manifest probe also GETs the
+    # manifest (and the platform's manifest from an index) to add up the image size. A manifest
+    # GET counts as a Docker Hub pull, so this is only done for a configured size limit.
+    measure_size_for: str | None = None
     state: EndpointState = field(default_factory=EndpointState)
 
     def for_endpoint(self) -> ProbeContext:

@@ -43,7 +43,7 @@ __all__ = [
     "url_for",
 ]
 
-MAX_BODY = 64 * 1024  # bytes of a response body read for error codes
+MAX_BODY = 4 * 1024 * 1024  # bytes of a body read: error codes, manifests (registries cap 4 MiB)
 
 # OpenSSL reasons seen when a TLS client talks to a plain-HTTP server
 _PLAIN_HTTP_SSL_REASONS = frozenset(

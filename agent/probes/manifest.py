@@ -16,8 +16,10 @@ failures.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -113,6 +115,8 @@ async def _probe(
     line = f"{reply.method} {url} → {status_text(status)}"
 
     if status == 200:
+        if ctx.measure_size_for:
+            await _measure_size(client, endpoint, ctx, repository, query, result, evidence)
         return result.ok(evidence)
     if status == 401:
         challenge = select_challenge(
@@ -279,6 +283,77 @@ async def _not_found(
         f"{line}: {obj} not found (tags/list → {status_text(reply.status)})",
         evidence,
     )
+
+
+_INDEX_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+
+
+async def _measure_size(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    ctx: ProbeContext,
+    repository: str,
+    query: str,
+    result: ResultBuilder,
+    evidence: ManifestEvidence,
+) -> None:
+    """Add up config + layer sizes of the node platform's manifest (for the size guard)."""
+    platform = ctx.measure_size_for or ""
+    evidence.platform = platform
+    ref = evidence.digest or (ctx.tag_or_digest or "")
+    document = await _get_json(client, endpoint, ctx, repository, ref, query, result)
+    if document is not None and document.get("mediaType", evidence.media_type) in _INDEX_TYPES:
+        os_name, _, arch = platform.partition("/")
+        chosen = next(
+            (
+                m
+                for m in document.get("manifests", [])
+                if isinstance(m, dict)
+                and m.get("platform", {}).get("os") == os_name
+                and m.get("platform", {}).get("architecture") == arch.split("/")[0]
+            ),
+            None,
+        )
+        document = None
+        if chosen is not None and isinstance(chosen.get("digest"), str):
+            document = await _get_json(
+                client, endpoint, ctx, repository, chosen["digest"], query, result
+            )
+    if document is None:
+        return
+    parts = [document.get("config", {}), *document.get("layers", [])]
+    total = 0
+    for part in parts:
+        size = part.get("size") if isinstance(part, dict) else None
+        if not isinstance(size, int) or size < 0:
+            return  # a malformed manifest: size unknown
+        total += size
+    evidence.image_size = total
+
+
+async def _get_json(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    ctx: ProbeContext,
+    repository: str,
+    ref: str,
+    query: str,
+    result: ResultBuilder,
+) -> dict[str, Any] | None:
+    url = url_for(endpoint, f"{endpoint.path}/{repository}/manifests/{ref}", query)
+    reply = await _authorized(client, endpoint, ctx, "GET", url, result)
+    if reply.status != 200:
+        return None
+    try:
+        document = json.loads(reply.body)
+    except ValueError:
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def _fill(evidence: ManifestEvidence, reply: _Reply) -> None:

@@ -328,3 +328,26 @@ def test_hosts_toml_without_host_table_is_ignored_by_containerd_1x(
     finally:
         (host_dir / "hosts.toml").unlink(missing_ok=True)
         host_dir.rmdir()
+
+
+# --- guards (used by the agent API; also on PullTestRequest) ---------------------------------
+
+
+def test_size_guard_refuses_before_any_download(node: NodeSettings, lab: LabInfo) -> None:
+    image = lab.images["good"]
+    _remove(node, image)
+    result = _run(node, image, max_image_size=1_000_000)  # the good image is ~1.5 MB
+    assert not result.success and result.cause is None
+    assert result.refused == "image_too_large" and "over the limit of 1000000" in result.summary
+    assert "pull" not in {p.name for p in result.phases}
+    assert _absent(node, image)
+    allowed = _run(node, image, max_image_size=10_000_000)
+    assert allowed.success and not allowed.refused
+    assert any(p.name == "size_check" and p.ok for p in allowed.phases)
+
+
+def test_free_space_guard(node: NodeSettings, lab: LabInfo) -> None:
+    result = _run(node, lab.images["good"], min_free_space=10**15)
+    assert result.refused == "insufficient_space" and "below the minimum" in result.summary
+    assert "pull" not in {p.name for p in result.phases}
+    assert _run(node, lab.images["good"], min_free_space=1024).success
