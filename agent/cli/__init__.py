@@ -14,6 +14,8 @@ import click
 
 from agent import __version__
 from agent.cli._options import EXIT_USAGE
+from agent.cli.agent import agent
+from agent.cli.aggregator import aggregator
 from agent.cli.images import images
 from agent.cli.probe import probe
 from agent.cli.pull import pull
@@ -29,7 +31,7 @@ def cli() -> None:
     """Diagnose image pulls from the container runtime's own vantage point."""
 
 
-for command in (pull, probe, images, runtime):
+for command in (pull, probe, images, runtime, agent, aggregator):
     cli.add_command(command)
 
 

@@ -1,0 +1,26 @@
+"""``pullcheck aggregator``: "can every node pull this?" across all agents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from fastapi import FastAPI
+
+from agent.cli._serve import config_option, listen_option, load, log_level_option, serve
+
+
+@click.command("aggregator")
+@config_option
+@listen_option
+@log_level_option
+def aggregator(config_file: Path | None, listen: str | None, log_level: str) -> None:
+    """Fan pull tests out to every agent and summarise, over HTTP."""
+    settings = load(config_file)
+
+    def build() -> FastAPI:
+        from agent.server.aggregator_app import AggregatorState, create_aggregator_app
+
+        return create_aggregator_app(AggregatorState(settings))
+
+    serve(build, listen or settings.aggregator.listen, log_level)

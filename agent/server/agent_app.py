@@ -1,0 +1,354 @@
+"""The node agent's HTTP API (FastAPI): pull tests, connectivity, images, runtime, health, metrics.
+
+Every route except ``/healthz`` and ``/readyz`` needs the bearer token. A caller can only make the
+node contact registries named by an allowed image reference or by the configuration; credentials
+sent in a request are used for that test only — never logged, cached in results, or returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from agent import __version__
+from agent.credentials import Credential, CredentialError, Keyring, from_cli, loads_docker_config
+from agent.cri import CriClient, RuntimeUnavailable, connect
+from agent.models import ProbeReport, PullTestResult
+from agent.pulltest import NodeSettings, PullTestRequest, node_name, run_probe
+from agent.reference import InvalidReference, parse
+from agent.server.auth import TokenAuth
+from agent.server.common import (
+    ApiError,
+    PullTestBody,
+    client_of,
+    install_error_handlers,
+    with_body_limit,
+)
+from agent.server.config import Settings
+from agent.server.limits import RateLimiter
+from agent.server.logs import log_event, log_pulltest
+from agent.server.metrics import AgentMetrics, monitor_event_loop_lag
+from agent.server.runner import PullTestRunner, QueueFull, TestKey, credential_fingerprint
+
+__all__ = ["AgentState", "create_agent_app", "node_settings_from"]
+
+log = logging.getLogger("pullcheck.agent")
+
+_READY_TTL = 5.0
+
+
+def node_settings_from(settings: Settings) -> NodeSettings:
+    section = settings.agent
+    return NodeSettings(
+        endpoint=section.runtime_endpoint,
+        resolv_conf=Path(section.resolv_conf),
+        hosts_file=Path(section.hosts_file),
+        registry_config_path=section.registry_config_path,
+        ca_file=Path(section.ca_file) if section.ca_file else None,
+        probe_timeout=section.probe_timeout,
+    )
+
+
+class AgentState:
+    """Everything one agent instance holds (several may share a process, as in benchmarks)."""
+
+    def __init__(
+        self, settings: Settings, *, node: NodeSettings | None = None, name: str | None = None
+    ) -> None:
+        self.settings = settings
+        self.node_name = name or node_name()
+        self.node = node or node_settings_from(settings)
+        self.auth = TokenAuth(settings.token_file, enabled=settings.auth)
+        limits = settings.limits
+        self.limiter = RateLimiter(limits.rate_limit_per_minute, limits.rate_limit_burst)
+        self.metrics = AgentMetrics(self.node_name)
+        self.runner = PullTestRunner(
+            self.node,
+            concurrency=limits.pull_concurrency,
+            queue=limits.pull_queue,
+            ttl=limits.result_ttl,
+            on_change=lambda active, waiting: self.metrics.set_queue_depth(waiting),
+        )
+        self.recent: OrderedDict[str, None] = OrderedDict()  # registries seen in allowed tests
+        self.connectivity: tuple[float, bytes] | None = None
+        self._connectivity_lock = asyncio.Lock()
+        self._ready: tuple[float, bool, str] = (0.0, False, "not checked yet")
+
+    # --- readiness and runtime ------------------------------------------------------------
+
+    async def cri(self, query: Callable[[CriClient], Awaitable[Any]]) -> Any:
+        async with await connect(
+            self.node.endpoint, timeout=self.node.cri_timeout, api_version=self.node.api_version
+        ) as client:
+            return await query(client)
+
+    async def ready(self) -> tuple[bool, str]:
+        checked, ok, reason = self._ready
+        if time.monotonic() - checked < _READY_TTL:
+            return ok, reason
+        try:
+            version = await self.cri(lambda c: c.version())
+            ok, reason = True, f"{version.runtime_name} {version.runtime_version}"
+        except RuntimeUnavailable as exc:
+            ok, reason = False, str(exc)
+        self.metrics.set_runtime_up(ok)
+        self._ready = (time.monotonic(), ok, reason)
+        return ok, reason
+
+    # --- connectivity -----------------------------------------------------------------------
+
+    def remember(self, registry: str) -> None:
+        self.recent.pop(registry, None)
+        self.recent[registry] = None
+        while len(self.recent) > self.settings.agent.recent_registries:
+            self.recent.popitem(last=False)
+
+    def registries(self) -> list[str]:
+        """Configured registries first, then those seen in recent allowed tests."""
+        return list(dict.fromkeys([*self.settings.registries, *reversed(self.recent)]))
+
+    async def probe_connectivity(self) -> bytes:
+        async with self._connectivity_lock:
+            fresh = self.connectivity
+            ttl = self.settings.agent.connectivity_ttl
+            if fresh is not None and time.monotonic() - fresh[0] < ttl:
+                return fresh[1]
+            reports: list[ProbeReport] = await asyncio.gather(
+                *(run_probe(r, self.node) for r in self.registries())
+            )
+            for report in reports:
+                self.metrics.observe_probe_report(report)
+            body = _dump({"node": self.node_name, "registries": reports})
+            self.connectivity = (time.monotonic(), body)
+            return body
+
+    async def connectivity_loop(self, stop: asyncio.Event) -> None:
+        """Keep registry metrics fresh without waiting for a caller."""
+        interval = max(self.settings.agent.connectivity_ttl, 5.0)
+        while not stop.is_set():
+            try:
+                await self.probe_connectivity()
+                await self.ready()
+            except Exception:  # a probe never raises; this is a last line of defence
+                log.exception("connectivity probe failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def _dump(value: Any) -> bytes:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_json(value, indent=2)
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+_PULLTEST_QUERY = frozenset({"image", "mode", "timeout"})
+_NO_QUERY: frozenset[str] = frozenset()
+
+
+def create_agent_app(state: AgentState) -> FastAPI:
+    settings = state.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(state.connectivity_loop(stop)),
+            asyncio.create_task(monitor_event_loop_lag(state.metrics, stop=stop)),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = FastAPI(
+        title="pullcheck agent",
+        version=__version__,
+        description="Can this node's container runtime pull an image, and if not, why?",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.pullcheck = state
+
+    install_error_handlers(app)
+
+    def guard(request: Request, allowed_query: frozenset[str], *, limited: bool = True) -> None:
+        if not state.auth.check(request.headers.get("authorization")):
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid bearer token is required",
+                {"WWW-Authenticate": 'Bearer realm="pullcheck"'},
+            )
+        unknown = sorted(set(request.query_params) - allowed_query)
+        if unknown:
+            raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+        if limited:
+            wait = state.limiter.acquire(client_of(request))
+            if wait > 0:
+                state.metrics.observe_request("rejected")
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    "too many requests from this client",
+                    {"Retry-After": RateLimiter.retry_after(wait)},
+                )
+
+    async def pulltest(
+        request: Request,
+        image: str,
+        mode: str | None,
+        timeout: float | None,
+        credential: Credential | None = None,
+        keyring: Keyring | None = None,
+    ) -> Response:
+        limits = settings.limits
+        try:
+            ref = parse(image)
+        except InvalidReference as exc:
+            raise ApiError(400, "invalid_reference", f"{image!r}: {exc.reason}") from None
+        if not settings.allows(ref.name):
+            raise ApiError(
+                403, "not_allowed", f"{ref.name} is not in this agent's registry allowlist"
+            )
+        chosen = mode or ("resolve" if settings.read_only else "pull")
+        if chosen == "pull" and settings.read_only:
+            raise ApiError(403, "read_only", "this agent is read-only: use mode=resolve")
+        budget = timeout if timeout is not None else limits.default_timeout
+        if budget > limits.max_timeout:
+            raise ApiError(400, "bad_request", f"timeout: at most {limits.max_timeout:g} s")
+        state.remember(ref.registry_host)
+        test = PullTestRequest(
+            image=image,
+            mode="pull" if chosen == "pull" else "resolve",
+            credential=credential,
+            keyring=keyring,
+            timeout=budget,
+            max_image_size=limits.max_image_size,
+            min_free_space=limits.min_free_space,
+        )
+        key = TestKey(ref.normalized, chosen, credential_fingerprint(credential, keyring))
+        started = time.monotonic()
+        try:
+            with state.metrics.track_pulltest():
+                result, body, outcome = await state.runner.run(key, test)
+        except QueueFull as exc:
+            state.metrics.observe_request("rejected")
+            raise ApiError(
+                429,
+                "queue_full",
+                "this node is busy with other pull tests",
+                {"Retry-After": RateLimiter.retry_after(exc.retry_after)},
+            ) from None
+        state.metrics.observe_pulltest(result, reused=outcome != "fresh", outcome=outcome)
+        log_pulltest(
+            log,
+            result,
+            client=client_of(request),
+            reused=outcome,
+            duration_ms=(time.monotonic() - started) * 1000,
+        )
+        status = {"image_too_large": 413, "insufficient_space": 507}.get(result.refused, 200)
+        return Response(body, status, media_type="application/json")
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive (and which node it serves, for aggregators that ask)."""
+        return {"status": "ok", "node": state.node_name}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "CRI unreachable"}})
+    async def readyz() -> JSONResponse:
+        """Ready when the container runtime answers over CRI."""
+        ok, reason = await state.ready()
+        return JSONResponse({"ready": ok, "runtime": reason}, 200 if ok else 503)
+
+    @app.get("/metrics", tags=["observability"])
+    async def metrics(request: Request) -> Response:
+        guard(request, _NO_QUERY, limited=False)
+        payload, content_type = state.metrics.render()
+        return Response(payload, media_type=content_type)
+
+    @app.get("/v1/pulltest", tags=["pulltest"], response_model=PullTestResult)
+    async def get_pulltest(
+        request: Request,
+        image: Annotated[str, Query(min_length=1, max_length=1024)],
+        mode: Annotated[Literal["pull", "resolve"] | None, Query()] = None,
+        timeout: Annotated[float | None, Query(gt=0)] = None,
+    ) -> Response:
+        """Run (or reuse) a pull test of ``image`` on this node."""
+        guard(request, _PULLTEST_QUERY)
+        return await pulltest(request, image, mode, timeout)
+
+    @app.post("/v1/pulltest", tags=["pulltest"], response_model=PullTestResult)
+    async def post_pulltest(request: Request, body: Annotated[PullTestBody, Body()]) -> Response:
+        """Like GET, with credentials for this test only (never stored or returned)."""
+        guard(request, _NO_QUERY)
+        try:
+            credential = from_cli(body.creds, body.auth)
+            keyring = None
+            if body.docker_config is not None:
+                text = (
+                    body.docker_config
+                    if isinstance(body.docker_config, str)
+                    else _dump(body.docker_config)
+                )
+                keyring = loads_docker_config(text, origin="request")
+        except CredentialError as exc:
+            raise ApiError(400, "invalid_credentials", str(exc)) from None
+        return await pulltest(request, body.image, body.mode, body.timeout, credential, keyring)
+
+    @app.get("/v1/connectivity", tags=["connectivity"])
+    async def connectivity(request: Request) -> Response:
+        """Probes of the configured registries and of those seen in recent tests."""
+        guard(request, _NO_QUERY)
+        return Response(await state.probe_connectivity(), media_type="application/json")
+
+    @app.get("/v1/images", tags=["runtime"])
+    async def images(request: Request) -> dict[str, Any]:
+        """Images on this node, as the runtime lists them."""
+        guard(request, _NO_QUERY)
+        found = await _runtime_call(state, lambda c: c.list_images())
+        return {"node": state.node_name, "images": [asdict(i) for i in found]}
+
+    @app.get("/v1/runtime", tags=["runtime"])
+    async def runtime(request: Request) -> dict[str, Any]:
+        """The runtime's version, conditions and image filesystem usage."""
+        guard(request, _NO_QUERY)
+
+        async def query(client: CriClient) -> dict[str, Any]:
+            return {
+                "node": state.node_name,
+                "endpoint": client.endpoint,
+                "api_version": client.api_version,
+                "version": asdict(await client.version()),
+                "status": asdict(await client.status()),
+                "image_filesystems": [asdict(f) for f in await client.image_fs_info()],
+            }
+
+        result: dict[str, Any] = await _runtime_call(state, query)
+        return result
+
+    log_event(log, "agent_configured", node=state.node_name, read_only=settings.read_only)
+    return with_body_limit(app, settings.limits.max_body_bytes)
+
+
+async def _runtime_call(state: AgentState, query: Callable[[CriClient], Awaitable[Any]]) -> Any:
+    try:
+        return await state.cri(query)
+    except RuntimeUnavailable as exc:
+        raise ApiError(503, "runtime_unavailable", str(exc)) from None

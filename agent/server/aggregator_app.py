@@ -1,0 +1,477 @@
+"""The aggregator's HTTP API: "can every node pull this, and if not, why?"
+
+``GET|POST /v1/pulltest`` fans a test out to every agent at once (at most ``max_in_flight`` in
+flight, a deadline per node) and answers one summary plus one entry per node — a node that does
+not answer is listed with cause ``agent_unreachable``, never dropped; one that answers with an
+error status is listed with cause ``agent_refused``. ``?stream=ndjson`` streams each node's entry
+as it arrives, then the summary. ``GET /v1/connectivity`` is the node-by-registry-endpoint matrix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Annotated, Any, Literal
+
+import httpx
+from fastapi import Body, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from agent import __version__
+from agent.reference import InvalidReference, parse
+from agent.server.auth import TokenAuth
+from agent.server.common import (
+    ApiError,
+    PullTestBody,
+    client_of,
+    install_error_handlers,
+    with_body_limit,
+)
+from agent.server.config import Settings
+from agent.server.discovery import AgentTarget, Discovery, make_discovery
+from agent.server.limits import RateLimiter
+from agent.server.logs import log_event
+from agent.server.metrics import AggregatorMetrics, monitor_event_loop_lag
+
+__all__ = ["AggregatorState", "create_aggregator_app", "summarize"]
+
+log = logging.getLogger("pullcheck.aggregator")
+
+AGENT_UNREACHABLE = "agent_unreachable"
+AGENT_REFUSED = "agent_refused"
+_NODE_GRACE = 5.0  # seconds a node may take beyond the test's own timeout
+_IDENTIFY_TIMEOUT = 2.0
+
+
+class AggregatorState:
+    def __init__(self, settings: Settings, *, discovery: Discovery | None = None) -> None:
+        self.settings = settings
+        section = settings.aggregator
+        self.auth = TokenAuth(settings.token_file, enabled=settings.auth)
+        self.limiter = RateLimiter(
+            settings.limits.rate_limit_per_minute, settings.limits.rate_limit_burst
+        )
+        self.discovery = discovery or make_discovery(section.discovery)
+        self.metrics = AggregatorMetrics()
+        self.node_names: dict[str, str] = {}  # agent url → node name learned from its answers
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limit = self.settings.aggregator.max_in_flight
+            self._client = httpx.AsyncClient(
+                trust_env=False,
+                timeout=None,  # noqa: S113 - every request runs under its own per-node deadline
+                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        await self.discovery.aclose()
+
+    def headers(self) -> dict[str, str]:
+        if not self.settings.auth:
+            return {}
+        return {"Authorization": f"Bearer {self.auth.token()}"}
+
+    def label(self, target: AgentTarget) -> str:
+        return target.node or self.node_names.get(target.url) or target.label
+
+    async def targets(self, nodes: set[str] | None) -> list[AgentTarget]:
+        agents = await self.discovery.agents()
+        if not nodes:
+            return agents
+        unknown = [a for a in agents if not (a.node or a.url in self.node_names)]
+        if unknown:  # DNS discovery knows addresses only: ask those agents who they are
+            await asyncio.gather(*(self._identify(a) for a in unknown))
+        return [a for a in agents if self.label(a) in nodes]
+
+    async def _identify(self, target: AgentTarget) -> None:
+        with contextlib.suppress(httpx.HTTPError, ValueError, TimeoutError):
+            async with asyncio.timeout(_IDENTIFY_TIMEOUT):
+                reply = await self.client.get(f"{target.url}/healthz")
+                node = reply.json().get("node")
+                if isinstance(node, str) and node:
+                    self.node_names[target.url] = node
+
+
+def _failure(label: str, agent: str, cause: str, summary: str) -> dict[str, Any]:
+    return {"node": label, "agent": agent, "success": False, "cause": cause, "summary": summary}
+
+
+async def _ask(
+    state: AggregatorState,
+    target: AgentTarget,
+    method: Literal["GET", "POST"],
+    path: str,
+    *,
+    params: dict[str, str] | None = None,
+    body: bytes | None = None,
+    deadline: float,
+) -> dict[str, Any]:
+    """One agent's answer as a node entry; never raises."""
+    label = state.label(target)
+    try:
+        async with asyncio.timeout(deadline):
+            reply = await state.client.request(
+                method,
+                f"{target.url}{path}",
+                params=params,
+                content=body,
+                headers={**state.headers(), "Content-Type": "application/json"},
+            )
+            raw = await reply.aread()
+    except TimeoutError:
+        return _failure(label, target.url, AGENT_UNREACHABLE, f"no answer within {deadline:g} s")
+    except httpx.HTTPError as exc:
+        reason = type(exc).__name__ if not str(exc) else str(exc)
+        return _failure(label, target.url, AGENT_UNREACHABLE, f"{reason}")
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        return _failure(
+            label, target.url, AGENT_UNREACHABLE, f"HTTP {reply.status_code}, not a JSON object"
+        )
+    if reply.status_code != 200 and "error" in answer:
+        message = str(answer.get("message", ""))[:300]
+        return _failure(
+            label,
+            target.url,
+            AGENT_REFUSED,
+            f"HTTP {reply.status_code} {answer['error']}: {message}",
+        )
+    node = answer.get("node")
+    if isinstance(node, str) and node:
+        state.node_names[target.url] = node
+    answer.setdefault("node", label)
+    answer["agent"] = target.url
+    return answer
+
+
+def _digest(entry: dict[str, Any]) -> str:
+    """What the node resolved the tag to: the repo digest it pulled, or the manifest HEAD's."""
+    info = entry.get("image_info") or {}
+    repo_digest = str(info.get("repo_digest", ""))
+    if "@" in repo_digest:
+        return repo_digest.split("@", 1)[1]
+    for endpoint in entry.get("endpoints") or []:
+        if not endpoint.get("success"):
+            continue
+        for probe in endpoint.get("probes") or []:
+            evidence = probe.get("evidence") or {}
+            if evidence.get("kind") == "manifest" and evidence.get("digest"):
+                return str(evidence["digest"])
+    return ""
+
+
+def summarize(entries: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """``{nodes, ok, failed, by_cause, digests, digest_drift}`` over node entries."""
+    nodes = ok = 0
+    by_cause: dict[str, list[str]] = {}
+    digests: dict[str, list[str]] = {}
+    for entry in entries:
+        nodes += 1
+        node = str(entry.get("node", "?"))
+        if entry.get("success"):
+            ok += 1
+        else:
+            cause = entry.get("cause") or entry.get("refused") or "unknown"
+            by_cause.setdefault(str(cause), []).append(node)
+        digest = _digest(entry)
+        if digest:
+            digests.setdefault(digest, []).append(node)
+    for names in (*by_cause.values(), *digests.values()):
+        names.sort()
+    return {
+        "nodes": nodes,
+        "ok": ok,
+        "failed": nodes - ok,
+        "by_cause": dict(sorted(by_cause.items())),
+        "digests": digests,
+        "digest_drift": len(digests) > 1,
+    }
+
+
+def create_aggregator_app(state: AggregatorState) -> FastAPI:
+    settings = state.settings
+    section = settings.aggregator
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(state.discovery.run(stop)),
+            asyncio.create_task(monitor_event_loop_lag(state.metrics, stop=stop)),
+        ]
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await state.close()
+
+    app = FastAPI(
+        title="pullcheck aggregator",
+        version=__version__,
+        description="Can every node pull this image, and if not, why?",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+
+    install_error_handlers(app)
+
+    def guard(request: Request, allowed: frozenset[str], endpoint: str) -> None:
+        if not state.auth.check(request.headers.get("authorization")):
+            state.metrics.observe_request(endpoint, "unauthorized")
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid bearer token is required",
+                {"WWW-Authenticate": 'Bearer realm="pullcheck"'},
+            )
+        unknown = sorted(set(request.query_params) - allowed)
+        if unknown:
+            state.metrics.observe_request(endpoint, "bad_request")
+            raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+        wait = state.limiter.acquire(client_of(request))
+        if wait > 0:
+            state.metrics.observe_request(endpoint, "rate_limited")
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many requests from this client",
+                {"Retry-After": RateLimiter.retry_after(wait)},
+            )
+
+    def check_test(image: str, mode: str | None, timeout: float | None) -> float:
+        try:
+            ref = parse(image)
+        except InvalidReference as exc:
+            raise ApiError(400, "invalid_reference", f"{image!r}: {exc.reason}") from None
+        if not settings.allows(ref.name):
+            raise ApiError(403, "not_allowed", f"{ref.name} is not in the registry allowlist")
+        if mode == "pull" and settings.read_only:
+            raise ApiError(403, "read_only", "pullcheck is read-only here: use mode=resolve")
+        budget = timeout if timeout is not None else settings.limits.default_timeout
+        if budget > settings.limits.max_timeout:
+            raise ApiError(
+                400, "bad_request", f"timeout: at most {settings.limits.max_timeout:g} s"
+            )
+        return min(budget + _NODE_GRACE, section.node_timeout)
+
+    async def fan_out(
+        targets: list[AgentTarget],
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: bytes | None = None,
+        deadline: float,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Node entries in the order they arrive, at most ``max_in_flight`` requests at once."""
+        gate = asyncio.Semaphore(section.max_in_flight)
+
+        async def one(target: AgentTarget) -> dict[str, Any]:
+            async with gate:
+                return await _ask(
+                    state, target, method, path, params=params, body=body, deadline=deadline
+                )
+
+        tasks = [asyncio.create_task(one(t)) for t in targets]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                entry = await finished
+                state.metrics.observe_node_result(
+                    entry.get("cause") if not entry.get("success") else None
+                )
+                yield entry
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def pulltest(
+        request: Request,
+        image: str,
+        mode: str | None,
+        timeout: float | None,
+        nodes: str | None,
+        stream: str | None,
+        body: bytes | None = None,
+    ) -> Response:
+        deadline = check_test(image, mode, timeout)
+        wanted = {n.strip() for n in (nodes or "").split(",") if n.strip()} or None
+        targets = await state.targets(wanted)
+        if not targets:
+            raise ApiError(
+                503,
+                "no_agents",
+                "no agents found"
+                + (f" for nodes {sorted(wanted)}" if wanted else "")
+                + (f" ({state.discovery.last_error})" if state.discovery.last_error else ""),
+            )
+        params = {"image": image} if body is None else None
+        if params is not None and mode:
+            params["mode"] = mode
+        if params is not None and timeout is not None:
+            params["timeout"] = f"{timeout:g}"
+        method: Literal["GET", "POST"] = "GET" if body is None else "POST"
+        started = time.monotonic()
+        entries = fan_out(
+            targets, method, "/v1/pulltest", params=params, body=body, deadline=deadline
+        )
+
+        def finish(collected: list[dict[str, Any]]) -> dict[str, Any]:
+            seconds = time.monotonic() - started
+            state.metrics.observe_fanout("pulltest", seconds)
+            summary = summarize(collected)
+            summary["duration_ms"] = round(seconds * 1000, 1)
+            log_event(
+                log,
+                "aggregated_pulltest",
+                image=image,
+                mode=mode or "",
+                nodes=summary["nodes"],
+                ok=summary["ok"],
+                failed=summary["failed"],
+                client=client_of(request),
+            )
+            return summary
+
+        if stream == "ndjson":
+
+            async def lines() -> AsyncIterator[bytes]:
+                collected: list[dict[str, Any]] = []
+                async for entry in entries:
+                    collected.append(entry)
+                    yield json.dumps(entry).encode() + b"\n"
+                yield json.dumps({"summary": finish(collected)}).encode() + b"\n"
+
+            state.metrics.observe_request("pulltest", "ok")
+            return StreamingResponse(lines(), media_type="application/x-ndjson")
+        collected = [entry async for entry in entries]
+        collected.sort(key=lambda e: str(e.get("node", "")))
+        state.metrics.observe_request("pulltest", "ok")
+        answer = {"image": image, "mode": mode, "summary": finish(collected), "nodes": collected}
+        return JSONResponse(answer)
+
+    query = frozenset({"image", "mode", "timeout", "nodes", "stream"})
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "no agents found"}})
+    async def readyz() -> JSONResponse:
+        """Ready once discovery has found at least one agent."""
+        agents = await state.discovery.agents()
+        ready = bool(agents)
+        return JSONResponse(
+            {"ready": ready, "agents": len(agents), "error": state.discovery.last_error},
+            200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["observability"])
+    async def metrics(request: Request) -> Response:
+        if not state.auth.check(request.headers.get("authorization")):
+            raise ApiError(401, "unauthorized", "a valid bearer token is required")
+        payload, content_type = state.metrics.render()
+        return Response(payload, media_type=content_type)
+
+    @app.get("/v1/agents", tags=["agents"])
+    async def agents(request: Request) -> dict[str, Any]:
+        """The agents discovery currently knows."""
+        guard(request, frozenset(), "agents")
+        found = await state.discovery.agents()
+        return {
+            "agents": [{"node": state.label(a), "url": a.url} for a in found],
+            "last_error": state.discovery.last_error,
+        }
+
+    @app.get("/v1/pulltest", tags=["pulltest"])
+    async def get_pulltest(
+        request: Request,
+        image: Annotated[str, Query(min_length=1, max_length=1024)],
+        mode: Annotated[Literal["pull", "resolve"] | None, Query()] = None,
+        timeout: Annotated[float | None, Query(gt=0)] = None,
+        nodes: Annotated[str | None, Query(max_length=65536)] = None,
+        stream: Annotated[Literal["ndjson"] | None, Query()] = None,
+    ) -> Response:
+        """Test ``image`` on every node (or ``nodes=a,b``) and summarise."""
+        guard(request, query, "pulltest")
+        return await pulltest(request, image, mode, timeout, nodes, stream)
+
+    @app.post("/v1/pulltest", tags=["pulltest"])
+    async def post_pulltest(
+        request: Request,
+        body: Annotated[PullTestBody, Body()],
+        nodes: Annotated[str | None, Query(max_length=65536)] = None,
+        stream: Annotated[Literal["ndjson"] | None, Query()] = None,
+    ) -> Response:
+        """Like GET, with credentials passed on to the agents for this test only."""
+        guard(request, frozenset({"nodes", "stream"}), "pulltest")
+        raw = body.model_dump_json(exclude_none=True).encode()
+        return await pulltest(request, body.image, body.mode, body.timeout, nodes, stream, raw)
+
+    @app.get("/v1/connectivity", tags=["connectivity"])
+    async def connectivity(request: Request) -> JSONResponse:
+        """Node-by-registry-endpoint matrix from every agent's connectivity probes."""
+        guard(request, frozenset(), "connectivity")
+        targets = await state.discovery.agents()
+        started = time.monotonic()
+        deadline = min(section.node_timeout, 60.0)
+        entries = [e async for e in fan_out(targets, "GET", "/v1/connectivity", deadline=deadline)]
+        state.metrics.observe_fanout("connectivity", time.monotonic() - started)
+        state.metrics.observe_request("connectivity", "ok")
+        return JSONResponse(connectivity_matrix(entries))
+
+    return with_body_limit(app, settings.limits.max_body_bytes)
+
+
+def connectivity_matrix(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows = nodes, columns = registry endpoints (in the order the runtime tries them)."""
+    columns: dict[str, dict[str, str]] = {}
+    rows = []
+    failing: dict[str, list[str]] = {}
+    unreachable = []
+    for entry in sorted(entries, key=lambda e: str(e.get("node", ""))):
+        node = str(entry.get("node", "?"))
+        if "registries" not in entry:
+            unreachable.append(node)
+            rows.append({"node": node, "reachable": False, "summary": entry.get("summary", "")})
+            continue
+        cells: dict[str, dict[str, Any]] = {}
+        for report in entry["registries"]:
+            registry = report.get("registry", "")
+            for endpoint_report in report.get("endpoints") or []:
+                endpoint = endpoint_report.get("endpoint", {})
+                url = str(endpoint.get("url", ""))
+                columns.setdefault(
+                    url, {"registry": registry, "url": url, "role": endpoint.get("role", "")}
+                )
+                ok = bool(endpoint_report.get("success"))
+                cells[url] = {
+                    "success": ok,
+                    "cause": endpoint_report.get("cause"),
+                    "summary": endpoint_report.get("summary", ""),
+                }
+                if not ok:
+                    failing.setdefault(url, []).append(node)
+        rows.append({"node": node, "reachable": True, "cells": cells})
+    return {
+        "columns": list(columns.values()),
+        "rows": rows,
+        "summary": {"nodes": len(rows), "unreachable": unreachable, "failing": failing},
+    }
