@@ -98,6 +98,10 @@ async def probe_http(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     codes = error_summary(error_codes(body))
     if status in (200, 401):
         return result.ok(evidence)
+    if status == 404 and endpoint.override_path:
+        # a non-standard API root (hosts.toml override_path) need not answer the /v2/ check;
+        # containerd never asks it either, so the manifest probe decides
+        return result.ok(evidence)
     if status == 404:
         return result.fail(Cause.UNKNOWN, f"{line}: not a registry v2 API", evidence)
     if status == 403:

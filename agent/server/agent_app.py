@@ -182,6 +182,7 @@ def create_agent_app(state: AgentState) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served below, behind the token like everything but health
     )
     app.state.pullcheck = state
 
@@ -276,6 +277,11 @@ def create_agent_app(state: AgentState) -> FastAPI:
         """Ready when the container runtime answers over CRI."""
         ok, reason = await state.ready()
         return JSONResponse({"ready": ok, "runtime": reason}, 200 if ok else 503)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        guard(request, _NO_QUERY, limited=False)
+        return JSONResponse(app.openapi())
 
     @app.get("/metrics", tags=["observability"])
     async def metrics(request: Request) -> Response:

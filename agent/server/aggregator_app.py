@@ -228,6 +228,7 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served below, behind the token like everything but health
     )
 
     install_error_handlers(app)
@@ -382,6 +383,11 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
             {"ready": ready, "agents": len(agents), "error": state.discovery.last_error},
             200 if ready else 503,
         )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        guard(request, frozenset(), "openapi")
+        return JSONResponse(app.openapi())
 
     @app.get("/metrics", tags=["observability"])
     async def metrics(request: Request) -> Response:
