@@ -113,6 +113,22 @@ class DiscoverySection(_Section):
     agent_scheme: Literal["http", "https"] = "http"
     refresh: float = Field(default=30.0, gt=0)
     resolv_conf: str = "/etc/resolv.conf"
+    # dns: the port of resolv_conf's nameservers (tests run a DNS server on a high port)
+    dns_port: int = Field(default=53, ge=1, le=65535)
+    # dns and endpointslices: which address families make targets. "any" takes both; with
+    # endpointslices an agent in both an IPv4 and an IPv6 slice is kept once, by its IPv4 address
+    ip_family: Literal["any", "ipv4", "ipv6"] = "any"
+    # seconds one refresh (all its DNS queries, or its API request) may take
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    # endpointslices: the EndpointSlice port to use (else the slice's first port, else agent_port)
+    port_name: str = "http"
+    # endpointslices: a kubeconfig file (out of cluster, development); None → in-cluster:
+    # api_url (None → https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT), the service
+    # account's token file (re-read when the API server answers 401) and CA bundle
+    kubeconfig: str | None = None
+    api_url: str | None = None
+    api_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
+    api_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 
 class AggregatorSection(_Section):

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,9 @@ def agents(lab: LabInfo, workdir: Path) -> Iterator[dict[str, Server]]:
         }
 
 
-def _aggregator_config(lab: LabInfo, workdir: Path, static: list[str], **extra: object) -> dict:
+def _aggregator_config(
+    lab: LabInfo, workdir: Path, static: list[str], **extra: object
+) -> dict[str, Any]:
     base = agent_config(lab, workdir / "token", lab.endpoint)
     return merge(
         base,
