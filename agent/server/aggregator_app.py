@@ -294,8 +294,9 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
         try:
             for finished in asyncio.as_completed(tasks):
                 entry = await finished
+                failed = not entry.get("success")
                 state.metrics.observe_node_result(
-                    entry.get("cause") if not entry.get("success") else None
+                    (entry.get("cause") or entry.get("refused") or "unknown") if failed else None
                 )
                 yield entry
         finally:
