@@ -1,4 +1,4 @@
-"""``python -m lab up|down|status|env|verify [--dir DIR]``."""
+"""``python -m lab up [--nodes N]|down|status|env|verify [--dir DIR]``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="less output")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the lab (or reuse a healthy one)")
+    up_parser = sub.add_parser("up", help="start the lab (or reuse a healthy one)")
+    up_parser.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run extra containerd nodes node-1..node-N (added to a running lab)",
+    )
     sub.add_parser("down", help="stop everything and unmount")
     sub.add_parser("status", help="exit 0 if the lab is healthy")
     sub.add_parser("env", help="print `export K=V` lines pointing pullcheck at the lab")
@@ -41,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             t = time.monotonic()
-            info = up(args.dir)
+            if args.nodes < 0:
+                parser.error("--nodes must be >= 0")
+            info = up(args.dir, nodes=args.nodes)
             if not args.quiet:
                 print(host_summary(info))
             took = time.monotonic() - t

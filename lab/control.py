@@ -8,19 +8,17 @@ same directory are serialised with a file lock.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import os
 import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lab import certs, images, services
+from lab import certs, images, nodes, services, state
 from lab.errors import LabError, log_tail
 from lab.info import DEFAULT_DIR, LabInfo
 from lab.layout import (
@@ -37,13 +35,12 @@ from lab.layout import (
     Paths,
 )
 
-__all__ = ["DEFAULT_DIR", "LabError", "down", "status", "up"]
+__all__ = ["DEFAULT_DIR", "LabError", "down", "ensure_nodes", "status", "up"]
 
 log = logging.getLogger("lab")
 
-# overlayfs works in this environment (checked with real CRI pulls); PULLCHECK_LAB_SNAPSHOTTER
-# can force "native" where overlay mounts are not allowed.
-SNAPSHOTTER = os.environ.get("PULLCHECK_LAB_SNAPSHOTTER", "overlayfs")
+SNAPSHOTTER = services.SNAPSHOTTER
+ensure_nodes = nodes.ensure_nodes
 REQUIRED_TOOLS = [
     "containerd",
     "unshare",
@@ -62,19 +59,24 @@ READY_BUDGET = 30.0  # seconds for all daemons together to answer
 # --------------------------------------------------------------------------- public API
 
 
-def up(directory: Path = DEFAULT_DIR) -> LabInfo:
-    """Start the lab in ``directory`` (or return the healthy one already running there)."""
+def up(directory: Path = DEFAULT_DIR, nodes: int = 0) -> LabInfo:
+    """Start the lab in ``directory`` (or return the healthy one already running there).
+
+    ``nodes``: make sure at least node-1..node-``nodes`` (extra containerd instances, see
+    ``lab.nodes``) run too; nodes already running are kept, dead ones restarted on their own
+    (without restarting the rest of the lab).
+    """
     paths = Paths(_absolute(directory))
     _require_root()
     with _locked(paths):
-        if _healthy(paths) is None:
+        if _healthy_core(paths) is None:
             log.info("lab already running in %s", paths.dir)
-            return LabInfo.load(paths.dir)
+            return _nodes(paths, LabInfo.load(paths.dir), nodes)
         _preflight(paths)
         _teardown(paths)
         started = time.monotonic()
         try:
-            info = _start(paths)
+            info = _nodes(paths, _start(paths), nodes)
         except BaseException:
             log.info("start failed; cleaning up")
             with contextlib.suppress(LabError):
@@ -110,47 +112,17 @@ def _absolute(directory: Path) -> Path:
     return Path(os.path.abspath(directory))  # noqa: PTH100 (no symlink resolution wanted)
 
 
-@contextlib.contextmanager
-def _locked(paths: Paths) -> Iterator[None]:
-    """Serialise up/down on one directory (e.g. pytest-xdist workers sharing the lab)."""
-    paths.dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+_locked = state.locked
+_recorded_pids = state.recorded_pids
+_record_pid = state.record_pid
+_mounts_under = state.mounts_under
 
 
-def _recorded_pids(paths: Paths) -> dict[str, int]:
-    pids: dict[str, int] = {}
-    for f in (paths.pids_json, paths.lab_json):
-        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-            data = json.loads(f.read_text())
-            raw = data.get("pids", {}) if f == paths.lab_json else data
-            pids.update({str(k): int(v) for k, v in raw.items()})
-    return pids
-
-
-def _record_pid(paths: Paths, name: str, pid: int) -> None:
-    pids = _recorded_pids(paths)
-    pids[name] = pid
-    tmp = paths.pids_json.with_suffix(".tmp")
-    tmp.write_text(json.dumps(pids, indent=2) + "\n")
-    tmp.replace(paths.pids_json)
-
-
-def _mounts_under(directory: Path) -> list[str]:
-    """Mount points at or below ``directory`` in this mount namespace, deepest first."""
-    prefix = str(directory)
-    found = []
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            mount_point = line.split()[4].replace("\\040", " ")
-            if mount_point == prefix or mount_point.startswith(prefix + "/"):
-                found.append(mount_point)
-    return sorted(found, key=len, reverse=True)
+def _nodes(paths: Paths, info: LabInfo, count: int) -> LabInfo:
+    """Start missing nodes up to ``count`` and restart dead recorded ones (lock held)."""
+    if set(nodes.node_names(count)) <= set(info.nodes) and not nodes.problems(paths, info):
+        return info
+    return nodes.ensure_locked(paths, info, count)
 
 
 def _unmount_all(paths: Paths) -> None:
@@ -169,8 +141,7 @@ def _unmount_all(paths: Paths) -> None:
         raise LabError(f"could not unmount {', '.join(left)}")
 
 
-def _env() -> dict[str, str]:
-    return {"PATH": services.SYSTEM_PATH, "LANG": "C.UTF-8"}
+_env = state.env
 
 
 def _teardown(paths: Paths) -> None:
@@ -189,6 +160,19 @@ def _teardown(paths: Paths) -> None:
 
 
 def _healthy(paths: Paths) -> str | None:
+    """None if the lab and all its recorded extra nodes are healthy, else the first problem."""
+    problem = _healthy_core(paths)
+    if problem is not None:
+        return problem
+    try:
+        info = LabInfo.load(paths.dir)
+    except (OSError, ValueError, TypeError) as e:
+        return f"unreadable {paths.lab_json}: {e}"
+    return next(iter(nodes.problems(paths, info).values()), None)
+
+
+def _healthy_core(paths: Paths) -> str | None:
+    """Like ``_healthy`` without the extra nodes."""
     if not paths.lab_json.exists():
         return f"no {paths.lab_json}"
     try:
@@ -288,24 +272,7 @@ def _fresh_directory(paths: Paths) -> None:
 
 
 def _mount_tmpfs(paths: Paths) -> None:
-    result = subprocess.run(
-        [
-            "mount",
-            "-t",
-            "tmpfs",
-            "-o",
-            f"size={TMPFS_SIZE},mode=0711",
-            "pullcheck-lab-root",
-            str(paths.containerd_root),
-        ],
-        capture_output=True,
-        check=False,
-        env=_env(),
-    )
-    if result.returncode != 0:
-        raise LabError(
-            f"cannot mount tmpfs at {paths.containerd_root}: {result.stderr.decode().strip()}"
-        )
+    state.mount_tmpfs(paths.containerd_root, TMPFS_SIZE, "pullcheck-lab-root")
 
 
 def _timed(label: str, fn: Callable[[], None]) -> None:
@@ -474,6 +441,7 @@ def host_summary(info: LabInfo) -> str:
         f"hosts.toml   {info.registry_config_path}",
         f"CA           {info.ca_file}",
         f"credentials  {info.username} / {info.password}",
+        *[f"node         {k:<8} {v}" for k, v in info.nodes.items()],
         "registries:",
         *[f"  {k:<13} {v}" for k, v in info.registries.items()],
         "images:",

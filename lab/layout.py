@@ -26,6 +26,13 @@ TOKEN_SERVER_PORT = 15446
 USERNAME = "pullcheck"
 TOKEN_ISSUER = "pullcheck-lab-token-issuer"  # noqa: S105 (not a secret)
 TMPFS_SIZE = "512m"
+NODE_TMPFS_SIZE = "256m"  # each extra node's own containerd root (lab.nodes)
+NODE_PREFIX = "node-"  # extra nodes are "node-1", "node-2", ...
+
+
+def node_name(index: int) -> str:
+    """``node_name(1)`` -> ``"node-1"``."""
+    return f"{NODE_PREFIX}{index}"
 
 
 def host(name: str) -> str:
@@ -107,6 +114,35 @@ def _images() -> dict[str, str]:
 
 
 IMAGES: dict[str, str] = _images()
+
+
+@dataclass(frozen=True)
+class Containerd:
+    """The files of one lab containerd: the main one or an extra node."""
+
+    name: str  # "containerd" or the node name ("node-1")
+    config: Path
+    root: Path  # on its own tmpfs
+    state: Path
+    run: Path
+    opt: Path
+    log_name: str  # <dir>/logs/<log_name>.log, also its key in pids.json
+
+    @property
+    def sock(self) -> Path:
+        return self.run / "containerd.sock"
+
+    @property
+    def ttrpc_sock(self) -> Path:
+        return self.run / "containerd.sock.ttrpc"
+
+    @property
+    def debug_sock(self) -> Path:
+        return self.run / "containerd-debug.sock"
+
+    @property
+    def endpoint(self) -> str:
+        return "unix://" + str(self.sock)
 
 
 @dataclass(frozen=True)
@@ -209,6 +245,36 @@ class Paths:
     @property
     def containerd_sock(self) -> Path:
         return self.run / "containerd.sock"
+
+    @property
+    def containerd(self) -> Containerd:
+        """The main containerd (``LabInfo.endpoint``)."""
+        return Containerd(
+            name="containerd",
+            config=self.containerd_config,
+            root=self.containerd_root,
+            state=self.containerd_state,
+            run=self.run,
+            opt=self.dir / "opt",
+            log_name="containerd",
+        )
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.dir / "nodes"
+
+    def node(self, name: str) -> Containerd:
+        """An extra node's containerd, everything under ``<dir>/nodes/<name>/``."""
+        d = self.nodes_dir / name
+        return Containerd(
+            name=name,
+            config=d / "containerd.toml",
+            root=d / "root",
+            state=d / "state",
+            run=d / "run",
+            opt=d / "opt",
+            log_name=f"containerd-{name}",
+        )
 
     @property
     def nginx_conf(self) -> Path:
