@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import ipaddress
 import ssl
 import time
-from dataclasses import dataclass
-
-from cryptography import x509
+from dataclasses import dataclass, field
+from typing import Any
 
 from agent.models import Cause, Endpoint, ProbeResult, TlsEvidence
 from agent.probes._context import ProbeContext
@@ -49,6 +50,9 @@ class _Handshake:
     version: str
     cipher: str
     der: bytes | None
+    # the decoded certificate of a verified handshake (``SSLSocket.getpeercert()``); empty
+    # when verification was off, and then only ``der`` is there
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 async def probe_tls(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
@@ -156,6 +160,7 @@ async def _handshake(
             version=(ssl_object.version() or "") if ssl_object is not None else "",
             cipher=cipher[0] if cipher else "",
             der=ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None,
+            info=dict(ssl_object.getpeercert() or {}) if ssl_object is not None else {},
         )
     finally:
         if writer is not None:
@@ -201,13 +206,51 @@ async def _plain_http(
     return plain
 
 
+_RDN_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "domainComponent": "DC",
+}
+
+
 def _fill(evidence: TlsEvidence, handshake: _Handshake) -> None:
     evidence.version = handshake.version
     evidence.cipher = handshake.cipher
-    if not handshake.der:
-        return
+    if handshake.info:
+        _fill_from_info(evidence, handshake.info)
+    elif handshake.der:
+        _fill_from_der(evidence, handshake.der)
+
+
+def _rfc4514(name: tuple[tuple[tuple[str, str], ...], ...]) -> str:
+    return ",".join(f"{_RDN_NAMES.get(k, k)}={v}" for rdn in reversed(name) for k, v in rdn)
+
+
+def _fill_from_info(evidence: TlsEvidence, info: dict[str, Any]) -> None:
+    """A verified certificate, as the ssl module decodes it (no extra library loaded)."""
+    evidence.subject = _rfc4514(info.get("subject", ()))
+    evidence.issuer = _rfc4514(info.get("issuer", ()))
+    for key, attr in (("notBefore", "not_before"), ("notAfter", "not_after")):
+        if key in info:
+            when = dt.datetime.fromtimestamp(ssl.cert_time_to_seconds(info[key]), dt.UTC)
+            setattr(evidence, attr, when.isoformat())
+    sans = info.get("subjectAltName", ())
+    evidence.sans = [v for k, v in sans if k == "DNS"] + [
+        str(ipaddress.ip_address(v.strip())) for k, v in sans if k == "IP Address"
+    ]
+
+
+def _fill_from_der(evidence: TlsEvidence, der: bytes) -> None:
+    """An unverified certificate: decoded with ``cryptography``, imported only when needed
+    (it costs ~8 MiB of resident memory that a healthy agent never has to pay)."""
+    from cryptography import x509
+
     try:
-        cert = x509.load_der_x509_certificate(handshake.der)
+        cert = x509.load_der_x509_certificate(der)
     except ValueError:
         return
     evidence.subject = cert.subject.rfc4514_string()
