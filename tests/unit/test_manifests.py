@@ -766,7 +766,7 @@ def test_rbac_is_least_privilege(builds: dict[str, list[Doc]], build: str) -> No
             {
                 "apiGroups": ["discovery.k8s.io"],
                 "resources": ["endpointslices"],
-                "verbs": ["get", "list", "watch"],
+                "verbs": ["list"],
             }
         ]
     bound_accounts = set()
