@@ -1,0 +1,85 @@
+"""Schemathesis against the served OpenAPI schemas: no input yields a 500."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.info import LabInfo
+from tests.integration.servers import TOKEN, Server, agent_config, merge, server
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fuzz")
+    (path / "token").write_text(TOKEN + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def agent(lab: LabInfo, workdir: Path) -> Iterator[Server]:
+    # short test deadlines so fuzzed pull tests of allowed lab images stay quick
+    config = agent_config(lab, workdir / "token", lab.endpoint, limits={"max_timeout": 20})
+    with server("agent", config, workdir, node="fuzzed") as srv:
+        yield srv
+
+
+def _schemathesis(url: str, workdir: Path) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert exe is not None, "schemathesis is a dev dependency: pip install -e .[dev]"
+    return subprocess.run(
+        [
+            exe,
+            "run",
+            f"{url}/openapi.json",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "60",
+            "--report-dir",
+            str(workdir / "reports"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        cwd=workdir,
+    )
+
+
+def test_agent_never_answers_500(agent: Server, workdir: Path) -> None:
+    run = _schemathesis(agent.url, workdir)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "/v1/pulltest" in run.stdout
+
+
+def test_aggregator_never_answers_500(agent: Server, lab: LabInfo, workdir: Path) -> None:
+    config = merge(
+        agent_config(lab, workdir / "token", lab.endpoint, limits={"max_timeout": 20}),
+        {
+            "aggregator": {
+                "node_timeout": 30,
+                "discovery": {
+                    "mode": "static",
+                    "agents": [f"fuzzed={agent.url.removeprefix('http://')}"],
+                },
+            }
+        },
+    )
+    with server("aggregator", config, workdir, name="fuzz-agg") as agg:
+        run = _schemathesis(agg.url, workdir)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "/v1/pulltest" in run.stdout
