@@ -58,6 +58,7 @@ class NodeSettings:
     probe_timeout: float = 10.0  # per probe step
     cri_timeout: float = 2.0  # connect and non-pull RPCs, like crictl --timeout
     api_version: str | None = None  # force "v1alpha2"; None → negotiate
+    node_name: str | None = None  # reported as ``node``; None → $NODE_NAME → host name
 
 
 @dataclass(frozen=True)
@@ -429,7 +430,7 @@ async def run_pull_test(
     clock = _Clock()
     result = PullTestResult(
         pullcheck_version=__version__,
-        node=node_name(),
+        node=settings.node_name or node_name(),
         image=req.image,
         mode=req.mode,
         started_at=clock.started_at,
@@ -523,7 +524,7 @@ async def run_probe(
     clock = _Clock()
     report = ProbeReport(
         pullcheck_version=__version__,
-        node=node_name(),
+        node=settings.node_name or node_name(),
         target=target,
         started_at=clock.started_at,
         duration_ms=0.0,

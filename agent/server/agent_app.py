@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
@@ -67,7 +68,9 @@ class AgentState:
     ) -> None:
         self.settings = settings
         self.node_name = name or node_name()
-        self.node = node or node_settings_from(settings)
+        self.node = dataclasses.replace(
+            node or node_settings_from(settings), node_name=self.node_name
+        )
         self.auth = TokenAuth(settings.token_file, enabled=settings.auth)
         limits = settings.limits
         self.limiter = RateLimiter(limits.rate_limit_per_minute, limits.rate_limit_burst)

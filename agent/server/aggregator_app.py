@@ -45,6 +45,7 @@ AGENT_UNREACHABLE = "agent_unreachable"
 AGENT_REFUSED = "agent_refused"
 _NODE_GRACE = 5.0  # seconds a node may take beyond the test's own timeout
 _IDENTIFY_TIMEOUT = 2.0
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class AggregatorState:
@@ -67,7 +68,10 @@ class AggregatorState:
             self._client = httpx.AsyncClient(
                 trust_env=False,
                 timeout=None,  # noqa: S113 - every request runs under its own per-node deadline
-                limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+                # agents (uvicorn) drop idle connections after 5 s: expire ours first
+                limits=httpx.Limits(
+                    max_connections=limit, max_keepalive_connections=limit, keepalive_expiry=2.0
+                ),
             )
         return self._client
 
@@ -120,14 +124,22 @@ async def _ask(
     label = state.label(target)
     try:
         async with asyncio.timeout(deadline):
-            reply = await state.client.request(
-                method,
-                f"{target.url}{path}",
-                params=params,
-                content=body,
-                headers={**state.headers(), "Content-Type": "application/json"},
-            )
-            raw = await reply.aread()
+            for attempt in (1, 2):
+                try:
+                    reply = await state.client.request(
+                        method,
+                        f"{target.url}{path}",
+                        params=params,
+                        content=body,
+                        headers={**state.headers(), "Content-Type": "application/json"},
+                    )
+                    raw = await reply.aread()
+                    break
+                except _STALE_CONNECTION:
+                    # a kept-alive connection the agent had just closed: the request never
+                    # reached it; the tests are idempotent (and shared), so ask once more
+                    if attempt == 2:
+                        raise
     except TimeoutError:
         return _failure(label, target.url, AGENT_UNREACHABLE, f"no answer within {deadline:g} s")
     except httpx.HTTPError as exc:
