@@ -29,23 +29,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import access, control
 from lab.info import LabInfo
-from tests.integration.servers import TOKEN, Server, agent_config, server
+from lab.servers import TOKEN, Server, agent_config, server
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def _rss_mib(pid: int) -> float:
+def _status_mib(pid: int) -> dict[str, float]:
+    """VmRSS and its split: RssAnon (private heap) and RssFile (mapped shared libraries)."""
     status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmRSS:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else float("nan")
+    found = {}
+    for key in ("VmRSS", "RssAnon", "RssFile"):
+        match = re.search(rf"{key}:\s+(\d+) kB", status)
+        found[key] = int(match.group(1)) / 1024 if match else float("nan")
+    return found
 
 
-def idle_rss(lab: LabInfo, workdir: Path) -> list[float]:
+def idle_rss(lab: LabInfo, workdir: Path) -> list[dict[str, float]]:
     values = []
     for _ in range(3):
         with server("agent", agent_config(lab, workdir / "token", lab.endpoint), workdir) as srv:
             time.sleep(3)  # the first connectivity round and readiness check run at start-up
-            values.append(_rss_mib(srv.proc.pid))
+            values.append(_status_mib(srv.proc.pid))
     return values
 
 
@@ -143,8 +147,10 @@ def main() -> None:
         rps = reused_rps(lab, workdir)
         flight = single_flight(lab, workdir)
     figures = {
-        "agent_idle_rss_mib_median": round(statistics.median(rss), 1),
-        "agent_idle_rss_mib_runs": [round(v, 1) for v in rss],
+        "agent_idle_rss_mib_median": round(statistics.median(v["VmRSS"] for v in rss), 1),
+        "agent_idle_rss_anon_mib_median": round(statistics.median(v["RssAnon"] for v in rss), 1),
+        "agent_idle_rss_file_mib_median": round(statistics.median(v["RssFile"] for v in rss), 1),
+        "agent_idle_rss_mib_runs": [round(v["VmRSS"], 1) for v in rss],
         "reused_results_per_second_one_core_median": round(statistics.median(rps)),
         "reused_results_per_second_runs": [round(v) for v in rps],
         **flight,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lab import control
 from lab.info import LabInfo
-from tests.integration.servers import TOKEN, agent_config, merge, server
+from lab.servers import TOKEN, agent_config, merge, server
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 

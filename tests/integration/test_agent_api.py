@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lab import access
 from lab.info import LabInfo
-from tests.integration.servers import TOKEN, Server, agent_config, server
+from lab.servers import TOKEN, Server, agent_config, server
 
 pytestmark = pytest.mark.lab
 

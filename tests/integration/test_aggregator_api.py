@@ -12,7 +12,7 @@ import pytest
 
 from lab import control
 from lab.info import LabInfo
-from tests.integration.servers import (
+from lab.servers import (
     TOKEN,
     Server,
     agent_config,

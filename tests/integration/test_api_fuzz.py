@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab.info import LabInfo
-from tests.integration.servers import TOKEN, Server, agent_config, merge, server
+from lab.servers import TOKEN, Server, agent_config, merge, server
 
 pytestmark = pytest.mark.lab
 

@@ -1,4 +1,4 @@
-"""Running real ``pullcheck agent`` / ``pullcheck aggregator`` processes on loopback for tests."""
+"""Real `pullcheck agent` / `pullcheck aggregator` processes on loopback, for tests, bench, demo."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import yaml
 
 from lab.info import LabInfo
 
-TOKEN = "test-token-7f3a9c1e5b"
+TOKEN = "test-token-7f3a9c1e5b"  # noqa: S105 - a throwaway token for lab servers
 
 
 def free_port() -> int:
