@@ -26,11 +26,12 @@ from agent.credentials import Credential, CredentialError, Keyring, from_cli, lo
 from agent.cri import CriClient, RuntimeUnavailable, connect
 from agent.models import ProbeReport, PullTestResult
 from agent.pulltest import NodeSettings, PullTestRequest, node_name, run_probe
-from agent.reference import InvalidReference, parse
 from agent.server.auth import TokenAuth
 from agent.server.common import (
     ApiError,
     PullTestBody,
+    authorize,
+    check_test,
     client_of,
     install_error_handlers,
     with_body_limit,
@@ -192,26 +193,12 @@ def create_agent_app(state: AgentState) -> FastAPI:
     install_error_handlers(app)
 
     def guard(request: Request, allowed_query: frozenset[str], *, limited: bool = True) -> None:
-        if not state.auth.check(request.headers.get("authorization")):
-            raise ApiError(
-                401,
-                "unauthorized",
-                "a valid bearer token is required",
-                {"WWW-Authenticate": 'Bearer realm="pullcheck"'},
-            )
-        unknown = sorted(set(request.query_params) - allowed_query)
-        if unknown:
-            raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
-        if limited:
-            wait = state.limiter.acquire(client_of(request))
-            if wait > 0:
+        try:
+            authorize(request, state.auth, state.limiter, allowed_query, limited=limited)
+        except ApiError as exc:
+            if exc.status == 429:
                 state.metrics.observe_request("rejected")
-                raise ApiError(
-                    429,
-                    "rate_limited",
-                    "too many requests from this client",
-                    {"Retry-After": RateLimiter.retry_after(wait)},
-                )
+            raise
 
     async def pulltest(
         request: Request,
@@ -222,24 +209,12 @@ def create_agent_app(state: AgentState) -> FastAPI:
         keyring: Keyring | None = None,
     ) -> Response:
         limits = settings.limits
-        try:
-            ref = parse(image)
-        except InvalidReference as exc:
-            raise ApiError(400, "invalid_reference", f"{image!r}: {exc.reason}") from None
-        if not settings.allows(ref.name):
-            raise ApiError(
-                403, "not_allowed", f"{ref.name} is not in this agent's registry allowlist"
-            )
-        chosen = mode or ("resolve" if settings.read_only else "pull")
-        if chosen == "pull" and settings.read_only:
-            raise ApiError(403, "read_only", "this agent is read-only: use mode=resolve")
-        budget = timeout if timeout is not None else limits.default_timeout
-        if budget > limits.max_timeout:
-            raise ApiError(400, "bad_request", f"timeout: at most {limits.max_timeout:g} s")
+        checked = check_test(settings, image, mode, timeout)
+        ref, chosen, budget = checked.reference, checked.mode, checked.timeout
         state.remember(ref.registry_host)
         test = PullTestRequest(
             image=image,
-            mode="pull" if chosen == "pull" else "resolve",
+            mode=chosen,
             credential=credential,
             keyring=keyring,
             timeout=budget,

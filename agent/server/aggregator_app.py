@@ -22,11 +22,12 @@ from fastapi import Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
-from agent.reference import InvalidReference, parse
 from agent.server.auth import TokenAuth
 from agent.server.common import (
     ApiError,
     PullTestBody,
+    authorize,
+    check_test,
     client_of,
     install_error_handlers,
     with_body_limit,
@@ -246,42 +247,15 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
     install_error_handlers(app)
 
     def guard(request: Request, allowed: frozenset[str], endpoint: str) -> None:
-        if not state.auth.check(request.headers.get("authorization")):
-            state.metrics.observe_request(endpoint, "unauthorized")
-            raise ApiError(
-                401,
-                "unauthorized",
-                "a valid bearer token is required",
-                {"WWW-Authenticate": 'Bearer realm="pullcheck"'},
-            )
-        unknown = sorted(set(request.query_params) - allowed)
-        if unknown:
-            state.metrics.observe_request(endpoint, "bad_request")
-            raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
-        wait = state.limiter.acquire(client_of(request))
-        if wait > 0:
-            state.metrics.observe_request(endpoint, "rate_limited")
-            raise ApiError(
-                429,
-                "rate_limited",
-                "too many requests from this client",
-                {"Retry-After": RateLimiter.retry_after(wait)},
-            )
-
-    def check_test(image: str, mode: str | None, timeout: float | None) -> float:
         try:
-            ref = parse(image)
-        except InvalidReference as exc:
-            raise ApiError(400, "invalid_reference", f"{image!r}: {exc.reason}") from None
-        if not settings.allows(ref.name):
-            raise ApiError(403, "not_allowed", f"{ref.name} is not in the registry allowlist")
-        if mode == "pull" and settings.read_only:
-            raise ApiError(403, "read_only", "pullcheck is read-only here: use mode=resolve")
-        budget = timeout if timeout is not None else settings.limits.default_timeout
-        if budget > settings.limits.max_timeout:
-            raise ApiError(
-                400, "bad_request", f"timeout: at most {settings.limits.max_timeout:g} s"
-            )
+            authorize(request, state.auth, state.limiter, allowed)
+        except ApiError as exc:
+            state.metrics.observe_request(endpoint, exc.kind)
+            raise
+
+    def check(image: str, mode: str | None, timeout: float | None) -> float:
+        """The per-node deadline for a test that passes the policy."""
+        budget = check_test(settings, image, mode, timeout).timeout
         return min(budget + _NODE_GRACE, section.node_timeout)
 
     async def fan_out(
@@ -324,7 +298,7 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
         stream: str | None,
         body: bytes | None = None,
     ) -> Response:
-        deadline = check_test(image, mode, timeout)
+        deadline = check(image, mode, timeout)
         wanted = {n.strip() for n in (nodes or "").split(",") if n.strip()} or None
         targets = await state.targets(wanted)
         if not targets:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
@@ -10,10 +11,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent.reference import InvalidReference, Reference, parse
+from agent.server.auth import TokenAuth
+from agent.server.config import Settings
+from agent.server.limits import RateLimiter
+
 __all__ = [
     "ApiError",
     "BodyLimit",
+    "CheckedTest",
     "PullTestBody",
+    "authorize",
+    "check_test",
     "client_of",
     "install_error_handlers",
     "with_body_limit",
@@ -116,3 +125,61 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in item.get("loc", ()) if p not in ("body", "query"))
         parts.append(f"{where or 'request'}: {item.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class CheckedTest:
+    reference: Reference
+    mode: Literal["pull", "resolve"]
+    timeout: float
+
+
+def check_test(
+    settings: Settings, image: str, mode: str | None, timeout: float | None
+) -> CheckedTest:
+    """The policy every pull-test request passes first: a valid reference, in the allowlist,
+    no pull when read-only (and resolve by default then), a timeout within the bound."""
+    try:
+        reference = parse(image)
+    except InvalidReference as exc:
+        raise ApiError(400, "invalid_reference", f"{image!r}: {exc.reason}") from None
+    if not settings.allows(reference.name):
+        raise ApiError(403, "not_allowed", f"{reference.name} is not in the registry allowlist")
+    chosen = mode or ("resolve" if settings.read_only else "pull")
+    if chosen == "pull" and settings.read_only:
+        raise ApiError(403, "read_only", "pullcheck is read-only here: use mode=resolve")
+    limits = settings.limits
+    budget = timeout if timeout is not None else limits.default_timeout
+    if budget > limits.max_timeout:
+        raise ApiError(400, "bad_request", f"timeout: at most {limits.max_timeout:g} s")
+    return CheckedTest(reference, "pull" if chosen == "pull" else "resolve", budget)
+
+
+def authorize(
+    request: Request,
+    auth: TokenAuth,
+    limiter: RateLimiter,
+    allowed_query: frozenset[str],
+    *,
+    limited: bool = True,
+) -> None:
+    """Bearer token, no unknown query parameters, the client's rate limit — in that order."""
+    if not auth.check(request.headers.get("authorization")):
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid bearer token is required",
+            {"WWW-Authenticate": 'Bearer realm="pullcheck"'},
+        )
+    unknown = sorted(set(request.query_params) - allowed_query)
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+    if limited:
+        wait = limiter.acquire(client_of(request))
+        if wait > 0:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "too many requests from this client",
+                {"Retry-After": RateLimiter.retry_after(wait)},
+            )
