@@ -19,13 +19,6 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("agent-api")
-    (path / "token").write_text(TOKEN + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
 def agent(lab: LabInfo, workdir: Path) -> Iterator[Server]:
     config = agent_config(lab, workdir / "token", lab.endpoint, limits={"max_body_bytes": 4096})
     with server("agent", config, workdir, node="lab-node") as srv:

@@ -13,7 +13,6 @@ import pytest
 from lab import control
 from lab.info import LabInfo
 from lab.servers import (
-    TOKEN,
     Server,
     agent_config,
     copy_in_plain_registry,
@@ -26,13 +25,6 @@ from lab.servers import (
 pytestmark = pytest.mark.lab
 
 NODES = 3
-
-
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("aggregator-api")
-    (path / "token").write_text(TOKEN + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

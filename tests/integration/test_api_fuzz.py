@@ -17,13 +17,6 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("fuzz")
-    (path / "token").write_text(TOKEN + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
 def agent(lab: LabInfo, workdir: Path) -> Iterator[Server]:
     # short test deadlines so fuzzed pull tests of allowed lab images stay quick
     config = agent_config(lab, workdir / "token", lab.endpoint, limits={"max_timeout": 20})
