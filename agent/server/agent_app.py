@@ -23,12 +23,16 @@ from fastapi.responses import JSONResponse
 
 from agent import __version__
 from agent.credentials import Credential, CredentialError, Keyring, from_cli, loads_docker_config
-from agent.cri import CriClient, RuntimeUnavailable, connect
+from agent.cri import CriClient, ImageInfo, RuntimeUnavailable, connect
 from agent.models import ProbeReport, PullTestResult
+from agent.prepull.models import PullOutcome
 from agent.pulltest import NodeSettings, PullTestRequest, node_name, run_probe
+from agent.reference import Reference
 from agent.server.auth import TokenAuth
 from agent.server.common import (
     ApiError,
+    CheckedTest,
+    PrepullBody,
     PullTestBody,
     authorize,
     check_test,
@@ -282,19 +286,25 @@ def create_agent_app(state: AgentState) -> FastAPI:
     async def post_pulltest(request: Request, body: Annotated[PullTestBody, Body()]) -> Response:
         """Like GET, with credentials for this test only (never stored or returned)."""
         guard(request, _NO_QUERY)
-        try:
-            credential = from_cli(body.creds, body.auth)
-            keyring = None
-            if body.docker_config is not None:
-                text = (
-                    body.docker_config
-                    if isinstance(body.docker_config, str)
-                    else _dump(body.docker_config)
-                )
-                keyring = loads_docker_config(text, origin="request")
-        except CredentialError as exc:
-            raise ApiError(400, "invalid_credentials", str(exc)) from None
+        credential, keyring = _credentials(body.creds, body.auth, body.docker_config)
         return await pulltest(request, body.image, body.mode, body.timeout, credential, keyring)
+
+    @app.post("/v1/prepull", tags=["prepull"])
+    async def prepull(request: Request, body: Annotated[PrepullBody, Body()]) -> JSONResponse:
+        """Warm this node's cache with one image (sent by the aggregator's pre-pull jobs).
+
+        Never re-pulls a digest the node has: ``IfNotPresent`` (or a digest-pinned reference)
+        only checks presence; ``Always`` resolves the tag's digest with a manifest HEAD and pulls
+        only when the node lacks it. Pulled images are kept.
+        """
+        guard(request, _NO_QUERY, limited=False)
+        if settings.read_only:
+            raise ApiError(403, "read_only", "this agent is read-only: it does not pre-pull")
+        checked = check_test(settings, body.image, "pull", body.timeout)
+        credential, keyring = _credentials(None, None, body.docker_config)
+        state.remember(checked.reference.registry_host)
+        outcome = await prepull_image(state, checked, body.policy, credential, keyring)
+        return JSONResponse(outcome.model_dump(mode="json"))
 
     @app.get("/v1/connectivity", tags=["connectivity"])
     async def connectivity(request: Request) -> Response:
@@ -329,6 +339,121 @@ def create_agent_app(state: AgentState) -> FastAPI:
 
     log_event(log, "agent_configured", node=state.node_name, read_only=settings.read_only)
     return with_body_limit(app, settings.limits.max_body_bytes)
+
+
+def _credentials(
+    creds: str | None, auth: str | None, docker_config: dict[str, Any] | str | None
+) -> tuple[Credential | None, Keyring | None]:
+    try:
+        credential = from_cli(creds, auth)
+        keyring = None
+        if docker_config is not None:
+            text = docker_config if isinstance(docker_config, str) else _dump(docker_config)
+            keyring = loads_docker_config(text, origin="request")
+    except CredentialError as exc:
+        raise ApiError(400, "invalid_credentials", str(exc)) from None
+    return credential, keyring
+
+
+def _has_digest(image: ImageInfo | None, digest: str) -> bool:
+    return image is not None and any(d.endswith("@" + digest) for d in image.repo_digests)
+
+
+async def prepull_image(
+    state: AgentState,
+    checked: CheckedTest,
+    policy: str,
+    credential: Credential | None,
+    keyring: Keyring | None,
+) -> PullOutcome:
+    """One image onto this node, kind to the registry; the outcome the scheduler needs."""
+    ref = checked.reference
+    started = time.monotonic()
+    present = await _runtime_call(state, lambda c: c.image_status(ref.kubelet_image))
+
+    def done(result: PullTestResult | None, *, skipped: bool, digest: str) -> PullOutcome:
+        remaining, window = _ratelimit(result)
+        return PullOutcome(
+            ok=result is None or result.success,
+            skipped=skipped,
+            digest=digest,
+            cause=None if result is None else result.cause,
+            summary="already present" if skipped else (result.summary if result else ""),
+            remedy="" if result is None else result.remedy,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            registry=ref.registry_host,
+            ratelimit_remaining=remaining,
+            ratelimit_window=window,
+        )
+
+    def present_digest() -> str:
+        found = next(iter(present.repo_digests), "") if present is not None else ""
+        return found.rsplit("@", 1)[-1]
+
+    if present is not None and (policy == "IfNotPresent" or ref.digest):
+        return done(None, skipped=True, digest=ref.digest or present_digest())
+    resolved: PullTestResult | None = None
+    if present is not None:  # Always with a tag: is the tag's current digest here already?
+        resolved = await _run(state, ref, "resolve", checked.timeout, credential, keyring)
+        digest = _manifest_digest(resolved)
+        if digest and _has_digest(present, digest):
+            return done(resolved, skipped=True, digest=digest)
+    result = await _run(state, ref, "pull", checked.timeout, credential, keyring)
+    digest = result.image_info.repo_digest.rsplit("@", 1)[-1] if result.image_info else ""
+    return done(result, skipped=False, digest=digest)
+
+
+async def _run(
+    state: AgentState,
+    ref: Reference,
+    mode: Literal["pull", "resolve"],
+    timeout: float,
+    credential: Credential | None,
+    keyring: Keyring | None,
+) -> PullTestResult:
+    limits = state.settings.limits
+    request = PullTestRequest(
+        image=ref.original,
+        mode=mode,
+        credential=credential,
+        keyring=keyring,
+        timeout=timeout,
+        keep=True,
+        max_image_size=limits.max_image_size,
+        min_free_space=limits.min_free_space,
+    )
+    key = TestKey(ref.normalized, f"prepull-{mode}", credential_fingerprint(credential, keyring))
+    result, _body, outcome = await state.runner.run(key, request)
+    state.metrics.observe_pulltest(result, reused=outcome != "fresh", outcome=outcome)
+    return result
+
+
+def _manifest_digest(result: PullTestResult) -> str:
+    for report in result.endpoints:
+        for probe in report.probes:
+            ev = probe.evidence
+            if report.success and ev is not None and ev.kind == "manifest" and ev.digest:
+                return ev.digest
+    return ""
+
+
+def _ratelimit(result: PullTestResult | None) -> tuple[float | None, float | None]:
+    """The lowest ``ratelimit-remaining`` the manifest probes saw, and its window (seconds)."""
+    best: tuple[float | None, float | None] = (None, None)
+    for report in result.endpoints if result is not None else []:
+        for probe in report.probes:
+            ev = probe.evidence
+            if ev is None or ev.kind != "manifest" or not ev.ratelimit_remaining:
+                continue
+            count, _, rest = ev.ratelimit_remaining.partition(";")
+            window = rest.strip().removeprefix("w=")
+            try:
+                remaining = float(count)
+            except ValueError:
+                continue
+            if best[0] is None or remaining < best[0]:
+                best = (remaining, float(window) if window.isdigit() else None)
+    return best
 
 
 async def _runtime_call(state: AgentState, query: Callable[[CriClient], Awaitable[Any]]) -> Any:

@@ -54,6 +54,17 @@ class PullTestBody(BaseModel):
     )
 
 
+class PrepullBody(BaseModel):
+    """``POST /v1/prepull`` on an agent: one image of a pre-pull job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, max_length=1024)
+    policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
+    timeout: float | None = Field(default=None, gt=0)
+    docker_config: dict[str, Any] | str | None = None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """``{"error": kind, "message": …}`` for API errors, 400 (not 422) for invalid input."""
 
