@@ -74,10 +74,16 @@ class Server:
 
 @contextmanager
 def server(
-    kind: str, config: dict[str, Any], workdir: Path, *, node: str = "", name: str = ""
+    kind: str,
+    config: dict[str, Any],
+    workdir: Path,
+    *,
+    node: str = "",
+    name: str = "",
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Start ``pullcheck <kind>`` with ``config`` on a free port; stop it afterwards."""
-    port = free_port()
+    """Start ``pullcheck <kind>`` with ``config`` on ``port`` (default: a free one); stop it."""
+    port = port or free_port()
     section = "agent" if kind == "agent" else "aggregator"
     config = merge(config, {section: {"listen": f"127.0.0.1:{port}"}})
     label = name or node or kind

@@ -17,6 +17,7 @@ from agent.cli._options import EXIT_USAGE
 from agent.cli.agent import agent
 from agent.cli.aggregator import aggregator
 from agent.cli.images import images
+from agent.cli.prepull import prepull
 from agent.cli.probe import probe
 from agent.cli.pull import pull
 from agent.cli.runtime import runtime
@@ -31,7 +32,7 @@ def cli() -> None:
     """Diagnose image pulls from the container runtime's own vantage point."""
 
 
-for command in (pull, probe, images, runtime, agent, aggregator):
+for command in (pull, probe, images, runtime, agent, aggregator, prepull):
     cli.add_command(command)
 
 

@@ -7,6 +7,7 @@ retries, docker_config, nodes, pacing}, … ]`` (see the README). Field errors n
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -70,6 +71,14 @@ class Pacing(_Model):
     ratelimit_pause_below: int = Field(
         default=10, ge=0, description="pause pulls from a registry below this ratelimit-remaining"
     )
+
+    @field_validator("max_parallel_nodes", mode="before")
+    @classmethod
+    def _nodes_type(cls, value: object) -> object:
+        # without this, `true` would pass as 1 and 1.5 give two errors (one per union member)
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ValueError(f"{value!r} is neither a number of nodes nor a percentage like 25%")
+        return value
 
     @field_validator("max_parallel_nodes")
     @classmethod
@@ -136,10 +145,18 @@ class Job(_Model):
     def _schedule(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        from croniter import croniter
+        from croniter import CroniterBadDateError, croniter
 
-        if len(value.split()) != 5 or not croniter.is_valid(value):
+        fields = value.split()
+        if len(fields) != 5 or not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a 5-field cron expression")
+        # croniter's "R" picks a random time per evaluation: every next-run would differ
+        if any(item.strip().upper().startswith("R") for f in fields for item in f.split(",")):
+            raise ValueError(f"{value!r}: random (R) fields are not supported")
+        try:  # e.g. "0 0 30 2 *" parses but never fires
+            croniter(value, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never fires (no such date)") from None
         return value
 
     @model_validator(mode="after")
@@ -196,6 +213,7 @@ class NodeImageStatus(BaseModel):
     cause: str | None = None
     summary: str = ""
     remedy: str = ""
+    started_at: str = ""  # when the latest try was sent to the node (RFC 3339, ms)
     updated_at: str = ""
 
 

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
@@ -22,6 +23,7 @@ from fastapi import Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
+from agent.prepull.coordinator import PrepullCoordinator
 from agent.server.auth import TokenAuth
 from agent.server.common import (
     ApiError,
@@ -32,7 +34,7 @@ from agent.server.common import (
     install_error_handlers,
     with_body_limit,
 )
-from agent.server.config import Settings
+from agent.server.config import PrepullSection, Settings
 from agent.server.discovery import AgentTarget, Discovery, make_discovery
 from agent.server.limits import RateLimiter
 from agent.server.logs import log_event
@@ -61,6 +63,19 @@ class AggregatorState:
         self.metrics = AggregatorMetrics()
         self.node_names: dict[str, str] = {}  # agent url → node name learned from its answers
         self._client: httpx.AsyncClient | None = None
+        prepull = section.prepull
+        jobs_file = Path(prepull.jobs_file)
+        self.prepull = PrepullCoordinator(
+            jobs_file=jobs_file,
+            missing_ok=prepull.jobs_file == PrepullSection().jobs_file,
+            poll_interval=prepull.poll_interval,
+            tick=prepull.tick,
+            agents=self.discovery.agents,
+            client=lambda: self.client,
+            headers=self.headers,
+            label=self.label,
+            metrics=self.metrics,
+        )
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -224,6 +239,7 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
         tasks = [
             asyncio.create_task(state.discovery.run(stop)),
             asyncio.create_task(monitor_event_loop_lag(state.metrics, stop=stop)),
+            asyncio.create_task(state.prepull.run(stop)),
         ]
         try:
             yield
@@ -417,6 +433,39 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
         guard(request, frozenset({"nodes", "stream"}), "pulltest")
         raw = body.model_dump_json(exclude_none=True).encode()
         return await pulltest(request, body.image, body.mode, body.timeout, nodes, stream, raw)
+
+    @app.get("/v1/prepull/jobs", tags=["prepull"])
+    async def prepull_jobs(request: Request) -> JSONResponse:
+        """Every warm-cache job with its schedule and progress (no per-node detail)."""
+        guard(request, frozenset(), "prepull")
+        source = state.prepull.source
+        return JSONResponse(
+            {
+                "jobs": [s.model_dump(mode="json") for s in state.prepull.statuses()],
+                "jobs_file": str(source.path),
+                "version": source.version,
+                "error": source.last_error,
+            }
+        )
+
+    @app.get("/v1/prepull/jobs/{name}", tags=["prepull"])
+    async def prepull_job(request: Request, name: str) -> JSONResponse:
+        """One job, per node and image: phase, digest, duration, cause and remedy."""
+        guard(request, frozenset(), "prepull")
+        status = state.prepull.status(name)
+        if status is None:
+            raise ApiError(404, "not_found", f"no pre-pull job named {name!r}")
+        return JSONResponse(status.model_dump(mode="json"))
+
+    @app.post("/v1/prepull/jobs/{name}/run", tags=["prepull"], status_code=202)
+    async def prepull_run(request: Request, name: str) -> JSONResponse:
+        """Run a job now (all its nodes), within its caps."""
+        guard(request, frozenset(), "prepull")
+        if name not in state.prepull.jobs:
+            raise ApiError(404, "not_found", f"no pre-pull job named {name!r}")
+        if not state.prepull.start(name):
+            raise ApiError(409, "running", f"pre-pull job {name!r} is already running")
+        return JSONResponse({"job": name, "started": True}, 202)
 
     @app.get("/v1/connectivity", tags=["connectivity"])
     async def connectivity(request: Request) -> JSONResponse:

@@ -24,6 +24,7 @@ __all__ = [
     "ConfigError",
     "DiscoverySection",
     "Limits",
+    "PrepullSection",
     "Settings",
     "load_settings",
     "parse_size",
@@ -111,7 +112,7 @@ class DiscoverySection(_Section):
     agents: list[str] = []
     agent_port: int = Field(default=8479, ge=1, le=65535)
     agent_scheme: Literal["http", "https"] = "http"
-    refresh: float = Field(default=30.0, gt=0)
+    refresh: float = Field(default=10.0, gt=0)  # new nodes get on_new_node jobs within 30 s
     resolv_conf: str = "/etc/resolv.conf"
     # dns: the port of resolv_conf's nameservers (tests run a DNS server on a high port)
     dns_port: int = Field(default=53, ge=1, le=65535)
@@ -131,11 +132,20 @@ class DiscoverySection(_Section):
     api_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 
+class PrepullSection(_Section):
+    """Warm-cache jobs the aggregator runs (see agent/prepull)."""
+
+    jobs_file: str = "/etc/pullcheck/jobs.yaml"  # absent at this default path → no jobs
+    poll_interval: float = Field(default=5.0, gt=0, le=300, description="job-file reload poll")
+    tick: float = Field(default=1.0, gt=0, le=60, description="schedule and new-node check")
+
+
 class AggregatorSection(_Section):
     listen: str = "0.0.0.0:8480"
     max_in_flight: int = Field(default=64, ge=1, le=4096)
     node_timeout: float = Field(default=330.0, gt=0, le=3600)
     discovery: DiscoverySection = DiscoverySection()
+    prepull: PrepullSection = PrepullSection()
 
 
 class Settings(BaseSettings):

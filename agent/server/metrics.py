@@ -684,6 +684,47 @@ class AggregatorMetrics(_BaseMetrics):
             ["cause"],
         )
 
+        self._job_label = _CappedLabel(64, reserved=(OTHER,))
+        self.prepull_ready = family(
+            "gauge",
+            "pullcheck_prepull_images_ready",
+            "Node-image pairs of a pre-pull job that are present on their nodes.",
+            ["job"],
+        )
+        self.prepull_total = family(
+            "gauge",
+            "pullcheck_prepull_images_total",
+            "Node-image pairs a pre-pull job covers (matching nodes x images).",
+            ["job"],
+        )
+        self.prepull_wave = family(
+            "gauge",
+            "pullcheck_prepull_wave",
+            "Progress of a pre-pull job's current wave, by phase.",
+            ["job", "phase"],
+        )
+        self.prepull_pulls = family(
+            "counter",
+            "pullcheck_prepull_pulls_total",
+            "Finished pre-pulls (present, pulled or failed after the last try), by cause.",
+            ["job", "result", "cause"],
+        )
+
+    def set_prepull(self, job: str, ready: int, total: int, wave: dict[str, int]) -> None:
+        """A pre-pull job's progress: pairs ready of total, and its wave by phase."""
+        label = self._job_label(job)
+        self._store.set(self.prepull_ready, label, value=ready)
+        self._store.set(self.prepull_total, label, value=total)
+        for phase in ("pending", "pulling", "done", "failed"):
+            self._store.set(self.prepull_wave, label, phase, value=wave.get(phase, 0))
+
+    def observe_prepull_pull(self, job: str, result: str, cause: Cause | str | None) -> None:
+        value = "none" if not cause else (cause.value if isinstance(cause, Cause) else str(cause))
+        if value not in AGGREGATOR_CAUSES and value != "none":
+            value = Cause.UNKNOWN.value
+        outcome = result if result in ("success", "failure") else OTHER
+        self._store.inc(self.prepull_pulls, self._job_label(job), outcome, value)
+
     def endpoint_label(self, endpoint: str) -> str:
         """The ``endpoint`` label value: a route name or path (query dropped), capped."""
         value = endpoint.split("?", 1)[0]

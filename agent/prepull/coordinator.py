@@ -1,0 +1,358 @@
+"""The aggregator's side of pre-pull jobs: schedules, new nodes, restarts, and the agents.
+
+* Jobs come from a YAML file (a ConfigMap) reloaded on change; a bad file is rejected with the
+  reason while the previous jobs keep running.
+* A scheduled job starts at its cron time (in its time zone) after a random stagger, so many
+  clusters with the same schedule do not hit a registry together; ``on_new_node`` jobs start for
+  a node within a tick of its agent appearing and answering ``/readyz``.
+* Work goes to the agents (``POST /v1/prepull``) through :func:`agent.prepull.scheduler.run_job`,
+  which keeps the node and per-registry caps, retries and rate-limit pauses.
+* Nothing is persisted: on start every job's state is rebuilt from the nodes' images (CRI
+  ListImages through the agents); pairs already present are done, missing ones are pulled, so a
+  wave cut short by a restart resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from agent.prepull.jobs import JobSource, next_run
+from agent.prepull.models import Job, JobFile, JobStatus, NodeImageStatus, Phase, PullOutcome
+from agent.prepull.scheduler import RegistryLimits, run_job, start_delay
+from agent.reference import parse
+from agent.server.discovery import AgentTarget
+
+__all__ = ["PrepullCoordinator"]
+
+log = logging.getLogger("pullcheck.prepull")
+
+_GRACE = 15.0  # seconds an agent may take beyond a pull's own timeout
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class _JobState:
+    job: Job
+    statuses: dict[tuple[str, str], NodeImageStatus] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    next_run: datetime | None = None
+    last_started: str | None = None
+    last_finished: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+class PrepullCoordinator:
+    def __init__(
+        self,
+        *,
+        jobs_file: Path,
+        missing_ok: bool,
+        poll_interval: float,
+        tick: float,
+        agents: Callable[[], Any],
+        client: Callable[[], httpx.AsyncClient],
+        headers: Callable[[], dict[str, str]],
+        label: Callable[[AgentTarget], str],
+        metrics: Any = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = JobSource(jobs_file, interval=poll_interval, missing_ok=missing_ok)
+        self.tick = tick
+        self._agents = agents  # async () -> list[AgentTarget]
+        self._client = client
+        self._headers = headers
+        self._label = label
+        self.metrics = metrics
+        self.rng = rng or random.Random()
+        self.limits = RegistryLimits()
+        self.jobs: dict[str, _JobState] = {}
+        self.known: dict[str, AgentTarget] = {}  # node name -> agent, ready and seen
+        self._recovered = False
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def _apply(self, jobs: JobFile) -> None:
+        wanted = {job.name: job for job in jobs.jobs}
+        for name in list(self.jobs):
+            if name not in wanted:
+                removed = self.jobs.pop(name)
+                if removed.task is not None:
+                    removed.task.cancel()
+                log.info("prepull job removed", extra={"fields": {"job": name}})
+        now = datetime.now(UTC)
+        for name, job in wanted.items():
+            state = self.jobs.get(name)
+            if state is None:
+                self.jobs[name] = _JobState(job=job, next_run=next_run(job, now))
+                continue
+            if state.job != job:
+                state.job = job
+                state.next_run = next_run(job, now)
+                # images or nodes may have changed: drop pairs the job no longer has
+                keep = set(job.images)
+                for key in [k for k in state.statuses if k[1] not in keep]:
+                    del state.statuses[key]  # in place: a running wave writes to this dict
+        self._export_all()
+
+    def status(self, name: str, *, nodes: bool = True) -> JobStatus | None:
+        state = self.jobs.get(name)
+        if state is None:
+            return None
+        job = state.job
+        counts = {phase.value: 0 for phase in Phase}
+        for item in state.statuses.values():
+            counts[item.phase.value] += 1
+        targets = self._targets(job)
+        total = len(targets) * len(job.images)
+        counts["pending"] += max(0, total - len(state.statuses))
+        return JobStatus(
+            name=job.name,
+            schedule=job.schedule,
+            timezone=job.timezone,
+            on_new_node=job.on_new_node,
+            policy=job.policy,
+            running=state.running,
+            next_run=state.next_run.isoformat() if state.next_run else None,
+            last_started=state.last_started,
+            last_finished=state.last_finished,
+            images_total=total,
+            images_ready=counts["done"],
+            paused_registries=self.limits.paused_rfc3339(job.name),
+            wave={**counts, "parallel_nodes": job.pacing.parallel_nodes(max(len(targets), 1))},
+            nodes=sorted(state.statuses.values(), key=lambda s: (s.node, s.image)) if nodes else [],
+        )
+
+    def statuses(self) -> list[JobStatus]:
+        return [s for n in sorted(self.jobs) if (s := self.status(n, nodes=False)) is not None]
+
+    # --- nodes ------------------------------------------------------------------------------
+
+    def _targets(self, job: Job) -> list[str]:
+        names = job.nodes.names
+        if job.nodes.labels:  # no discovery mode knows node labels yet: nothing matches
+            return []
+        return sorted(n for n in self.known if any(fnmatchcase(n, g) for g in names))
+
+    async def _refresh_nodes(self) -> list[str]:
+        """New ready agents since the last call (by node name)."""
+        fresh = []
+        for target in await self._agents():
+            name = self._label(target)
+            if name in self.known:
+                self.known[name] = target
+                continue
+            if await self._ready(target):
+                self.known[name] = target
+                fresh.append(name)
+        return fresh
+
+    async def _ready(self, target: AgentTarget) -> bool:
+        with contextlib.suppress(httpx.HTTPError, TimeoutError):
+            async with asyncio.timeout(3):
+                reply = await self._client().get(f"{target.url}/readyz")
+                return reply.status_code == 200
+        return False
+
+    async def _present(self, node: str) -> set[str]:
+        """References present on ``node`` (tags and digests, normalised), from ListImages."""
+        target = self.known[node]
+        with contextlib.suppress(httpx.HTTPError, TimeoutError, ValueError):
+            async with asyncio.timeout(30):
+                reply = await self._client().get(f"{target.url}/v1/images", headers=self._headers())
+                images = reply.json()["images"]
+                found: set[str] = set()
+                for image in images:
+                    found.update(image.get("repo_tags", []))
+                    found.update(image.get("repo_digests", []))
+                return found
+        return set()
+
+    async def _recover(self, nodes: list[str]) -> None:
+        """Mark pairs present on ``nodes`` done, for every job; start jobs with work left."""
+        present = dict(
+            zip(nodes, await asyncio.gather(*(self._present(n) for n in nodes)), strict=True)
+        )
+        for state in self.jobs.values():
+            for node in self._targets(state.job):
+                if node not in present:
+                    continue
+                for image in state.job.images:
+                    key = (node, image)
+                    if key in state.statuses and state.statuses[key].phase is Phase.DONE:
+                        continue
+                    if parse(image).normalized in present[node] or image in present[node]:
+                        state.statuses[key] = NodeImageStatus(
+                            node=node,
+                            image=image,
+                            phase=Phase.DONE,
+                            skipped=True,
+                            summary="present on the node",
+                            updated_at=_now_iso(),
+                        )
+            self._export(state)
+
+    # --- running ----------------------------------------------------------------------------
+
+    def start(self, name: str, nodes: list[str] | None = None, *, delay: float = 0.0) -> bool:
+        """Start a run of job ``name`` (on ``nodes``, default all matching); False if running."""
+        state = self.jobs.get(name)
+        if state is None or state.running:
+            return False
+        targets = self._targets(state.job) if nodes is None else nodes
+        state.task = asyncio.create_task(self._run(state, targets, delay))
+        return True
+
+    async def _run(self, state: _JobState, nodes: list[str], delay: float) -> None:
+        job = state.job
+        if delay > 0:
+            await asyncio.sleep(delay)
+        state.last_started = _now_iso()
+        log.info("prepull run started", extra={"fields": {"job": job.name, "nodes": len(nodes)}})
+        # a new run pulls again what failed or is missing on its nodes; done pairs stay done,
+        # except with Always, where the agent re-checks the tag's digest (and skips if current)
+        chosen = set(nodes)
+        for key, item in list(state.statuses.items()):
+            if key[0] in chosen and (item.phase is not Phase.DONE or job.policy == "Always"):
+                del state.statuses[key]
+        try:
+            await run_job(
+                job,
+                nodes,
+                self._executor,
+                rng=self.rng,
+                statuses=state.statuses,
+                on_update=lambda item: self._updated(state, item),
+                registry_limits=self.limits,
+            )
+        finally:
+            state.last_finished = _now_iso()
+            self._export(state)
+            summary = self.status(job.name, nodes=False)
+            wave = summary.wave if summary is not None else {}
+            log.info("prepull run finished", extra={"fields": {"job": job.name, **wave}})
+
+    def _updated(self, state: _JobState, item: NodeImageStatus) -> None:
+        if item.phase is Phase.PULLING:
+            item.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        if self.metrics is not None and item.phase in (Phase.DONE, Phase.FAILED):
+            self.metrics.observe_prepull_pull(
+                state.job.name, "success" if item.phase is Phase.DONE else "failure", item.cause
+            )
+        self._export(state)
+
+    def _export(self, state: _JobState) -> None:
+        if self.metrics is None:
+            return
+        status = self.status(state.job.name, nodes=False)
+        if status is not None:
+            self.metrics.set_prepull(
+                status.name, status.images_ready, status.images_total, status.wave
+            )
+
+    def _export_all(self) -> None:
+        for state in self.jobs.values():
+            self._export(state)
+
+    async def _executor(self, node: str, image: str, job: Job) -> PullOutcome:
+        target = self.known.get(node)
+        if target is None:
+            return PullOutcome(ok=False, cause="agent_unreachable", summary=f"{node}: no agent")
+        body: dict[str, Any] = {"image": image, "policy": job.policy, "timeout": job.timeout}
+        if job.docker_config:
+            try:
+                body["docker_config"] = Path(job.docker_config).read_text()
+            except OSError as exc:
+                return PullOutcome(
+                    ok=False,
+                    cause="unauthorized",
+                    summary=f"docker_config {job.docker_config}: {exc.strerror}",
+                )
+        try:
+            async with asyncio.timeout(job.timeout + _GRACE):
+                reply = await self._client().post(
+                    f"{target.url}/v1/prepull", json=body, headers=self._headers()
+                )
+                answer = reply.json()
+        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
+            reason = str(exc) or type(exc).__name__
+            return PullOutcome(ok=False, cause="agent_unreachable", summary=f"{node}: {reason}")
+        if reply.status_code != 200 or not isinstance(answer, dict) or "ok" not in answer:
+            message = answer.get("message", "") if isinstance(answer, dict) else ""
+            return PullOutcome(
+                ok=False,
+                cause="agent_refused",
+                summary=f"{node}: HTTP {reply.status_code} {json.dumps(message)[:200]}",
+            )
+        return PullOutcome.model_validate(answer)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Reload jobs, recover state, fire schedules and new-node runs until ``stop``."""
+        self.source.check_now()
+        self._apply(self.source.current)
+        watcher = asyncio.create_task(self.source.run(stop, self._apply))
+        try:
+            while not stop.is_set():
+                try:
+                    await self._tick()
+                except Exception:  # one bad tick must not end the jobs
+                    log.exception("prepull tick failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.tick)
+        finally:
+            watcher.cancel()
+            for state in self.jobs.values():
+                if state.task is not None:
+                    state.task.cancel()
+            await asyncio.gather(
+                watcher,
+                *(s.task for s in self.jobs.values() if s.task is not None),
+                return_exceptions=True,
+            )
+
+    async def _tick(self) -> None:
+        fresh = await self._refresh_nodes()
+        if fresh:
+            await self._recover(fresh)
+        first = not self._recovered and bool(self.known)
+        self._recovered = self._recovered or first
+        now = datetime.now(UTC)
+        for name, state in self.jobs.items():
+            if state.next_run is not None and now >= state.next_run:
+                state.next_run = next_run(state.job, now)
+                if not self.start(name, delay=start_delay(state.job, self.rng)):
+                    log.info(
+                        "scheduled run skipped: still running", extra={"fields": {"job": name}}
+                    )
+        for name, state in self.jobs.items():
+            # new nodes get on_new_node jobs; after a restart a scheduled job whose images are on
+            # some nodes but not all was cut short mid-wave, so it resumes (one with nothing
+            # anywhere has not run yet and waits for its schedule)
+            if state.running:
+                continue
+            resume = first and any(s.phase is Phase.DONE for s in state.statuses.values())
+            if not (state.job.on_new_node or resume):
+                continue
+            pending = [n for n in self._targets(state.job) if self._node_missing(state, n)]
+            if pending:
+                self.start(name, pending)
+
+    def _node_missing(self, state: _JobState, node: str) -> bool:
+        return any((node, image) not in state.statuses for image in state.job.images)
