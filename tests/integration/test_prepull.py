@@ -291,3 +291,31 @@ def test_cli_lists_shows_and_runs_jobs(
         assert '"phase": "done"' in shown.stdout
         missing = cli("job", "nope")
         assert missing.returncode == 2 and "not_found" in missing.stderr
+
+
+def test_rate_limit_pauses_the_registry_for_the_job(
+    lab: LabInfo, workdir: Path, agents: dict[str, Server]
+) -> None:
+    """The lab's 429 front says ratelimit-remaining 0;w=21600: one try, then the job waits."""
+    jobs = workdir / "quota.yaml"
+    _write(jobs, _job("quota", [lab.images["ratelimited"]], retries={"attempts": 1}))
+    with server(
+        "aggregator", _aggregator(lab, workdir, jobs, _static(agents)), workdir, name="agg-quota"
+    ) as agg:
+        _wait(agg, "quota", lambda b: b["images_total"] == NODES)
+        mark = access.mark(lab)
+        agg.client().post("/v1/prepull/jobs/quota/run")
+        body = _wait(
+            agg, "quota", lambda b: "policy.pullcheck.test:15080" in b["paused_registries"]
+        )
+        time.sleep(2)  # give a wrong scheduler the chance to send more
+        body = agg.client().get("/v1/prepull/jobs/quota").json()
+    tried = [n for n in body["nodes"] if n["attempts"] > 0]
+    assert len(tried) == 1 and tried[0]["cause"] == "rate_limited"
+    # only the one node asked the registry (its probe HEAD and containerd's HEADs)
+    heads = access.count_requests(
+        lab, "policy", method="HEAD", path_contains="/ratelimited/app/manifests/", since=mark
+    )
+    assert heads >= 1
+    other = [n for n in body["nodes"] if n["attempts"] == 0]
+    assert len(other) == NODES - 1 or body["wave"]["pending"] == NODES - 1
