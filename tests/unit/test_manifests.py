@@ -103,20 +103,43 @@ def _generator_files(kustomization: Path) -> list[Path]:
     return found
 
 
-def _config_files() -> list[Path]:
-    """pullcheck config files: what the configMapGenerators read."""
+def _generated_files(generator_name: str) -> list[Path]:
+    """Files a configMapGenerator of that name reads, in every kustomization."""
     found = []
     for kustomization in _kustomization_files():
         data = yaml.safe_load(kustomization.read_text())
         for generator in data.get("configMapGenerator", []) or []:
+            if generator.get("name") != generator_name:
+                continue
             for entry in generator.get("files", []) or []:
                 found.append(kustomization.parent / entry.split("=", 1)[-1])
     return sorted(set(found))
 
 
+def _config_files() -> list[Path]:
+    """pullcheck config files: what the pullcheck-config generators read."""
+    return _generated_files("pullcheck-config")
+
+
+def test_prepull_job_files_load_and_keep_a_fixed_name() -> None:
+    from agent.prepull.jobs import load_jobs
+
+    files = _generated_files("pullcheck-prepull-jobs")
+    assert files
+    for path in files:
+        load_jobs(path)  # raises JobFileError naming the field
+    base = yaml.safe_load((MANIFESTS / "base" / "kustomization.yaml").read_text())
+    (jobs,) = [g for g in base["configMapGenerator"] if g["name"] == "pullcheck-prepull-jobs"]
+    assert jobs["options"]["disableNameSuffixHash"] is True  # edits reach the running pods
+
+
 def _resource_files() -> list[Path]:
     """Every YAML file under manifests/ that holds Kubernetes objects."""
-    special = set(_kustomization_files()) | set(_config_files())
+    special = (
+        set(_kustomization_files())
+        | set(_config_files())
+        | set(_generated_files("pullcheck-prepull-jobs"))
+    )
     return sorted(
         p for p in MANIFESTS.rglob("*") if p.suffix in {".yaml", ".yml"} and p not in special
     )
@@ -506,8 +529,10 @@ def test_builds_contain_the_expected_objects(builds: dict[str, list[Doc]]) -> No
         ("NetworkPolicy", "pullcheck-aggregator"),
     ]:
         _one(base, kind, name)
-    [config_map] = _find(base, "ConfigMap")
-    assert config_map["metadata"]["name"].startswith("pullcheck-config-")  # content hash
+    names = sorted(c["metadata"]["name"] for c in _find(base, "ConfigMap"))
+    assert len(names) == 2 and names[0] == "pullcheck-config" + names[0][len("pullcheck-config") :]
+    assert names[0].startswith("pullcheck-config-")  # content hash: a change rolls the pods
+    assert names[1] == "pullcheck-prepull-jobs"  # fixed: job edits are reloaded in place
     example = builds["overlays/example"]
     for kind, name in [
         ("Role", "pullcheck-aggregator-endpointslices"),
