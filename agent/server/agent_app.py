@@ -92,6 +92,32 @@ class AgentState:
         self._connectivity_lock = asyncio.Lock()
         self._ready: tuple[float, bool, str] = (0.0, False, "not checked yet")
 
+    def test(
+        self,
+        ref: Reference,
+        mode: Literal["pull", "resolve"],
+        timeout: float,
+        credential: Credential | None,
+        keyring: Keyring | None,
+        *,
+        keep: bool,
+    ) -> tuple[PullTestRequest, TestKey]:
+        """The engine request for a test under this agent's guards, and its single-flight key
+        (kept pre-pulls and removed-after tests never share a flight)."""
+        limits = self.settings.limits
+        request = PullTestRequest(
+            image=ref.original,
+            mode=mode,
+            credential=credential,
+            keyring=keyring,
+            timeout=timeout,
+            keep=keep,
+            max_image_size=limits.max_image_size,
+            min_free_space=limits.min_free_space,
+        )
+        flight = f"prepull-{mode}" if keep else mode
+        return request, TestKey(ref.normalized, flight, credential_fingerprint(credential, keyring))
+
     # --- readiness and runtime ------------------------------------------------------------
 
     async def cri(self, query: Callable[[CriClient], Awaitable[Any]]) -> Any:
@@ -212,20 +238,10 @@ def create_agent_app(state: AgentState) -> FastAPI:
         credential: Credential | None = None,
         keyring: Keyring | None = None,
     ) -> Response:
-        limits = settings.limits
         checked = check_test(settings, image, mode, timeout)
-        ref, chosen, budget = checked.reference, checked.mode, checked.timeout
+        ref, chosen = checked.reference, checked.mode
         state.remember(ref.registry_host)
-        test = PullTestRequest(
-            image=image,
-            mode=chosen,
-            credential=credential,
-            keyring=keyring,
-            timeout=budget,
-            max_image_size=limits.max_image_size,
-            min_free_space=limits.min_free_space,
-        )
-        key = TestKey(ref.normalized, chosen, credential_fingerprint(credential, keyring))
+        test, key = state.test(ref, chosen, checked.timeout, credential, keyring, keep=False)
         started = time.monotonic()
         try:
             with state.metrics.track_pulltest():
@@ -411,18 +427,7 @@ async def _run(
     credential: Credential | None,
     keyring: Keyring | None,
 ) -> PullTestResult:
-    limits = state.settings.limits
-    request = PullTestRequest(
-        image=ref.original,
-        mode=mode,
-        credential=credential,
-        keyring=keyring,
-        timeout=timeout,
-        keep=True,
-        max_image_size=limits.max_image_size,
-        min_free_space=limits.min_free_space,
-    )
-    key = TestKey(ref.normalized, f"prepull-{mode}", credential_fingerprint(credential, keyring))
+    request, key = state.test(ref, mode, timeout, credential, keyring, keep=True)
     result, _body, outcome = await state.runner.run(key, request)
     state.metrics.observe_pulltest(result, reused=outcome != "fresh", outcome=outcome)
     return result

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from lab.servers import TOKEN
+from lab import control
+from lab.info import LabInfo
+from lab.servers import TOKEN, Server, agent_config, server
+
+NODES = 3
 
 
 @pytest.fixture(scope="module")
@@ -15,3 +21,16 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
     (path / "token").write_text(TOKEN + "\n")
     return path
+
+
+@pytest.fixture(scope="module")
+def agents(lab: LabInfo, workdir: Path) -> Iterator[dict[str, Server]]:
+    """A real agent on each of ``NODES`` lab nodes (own containerd, own CRI socket)."""
+    endpoints = control.ensure_nodes(lab, NODES)
+    with ExitStack() as stack:
+        yield {
+            name: stack.enter_context(
+                server("agent", agent_config(lab, workdir / "token", endpoint), workdir, node=name)
+            )
+            for name, endpoint in sorted(endpoints.items())
+        }

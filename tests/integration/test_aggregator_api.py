@@ -21,22 +21,9 @@ from lab.servers import (
     merge,
     server,
 )
+from tests.integration.conftest import NODES
 
 pytestmark = pytest.mark.lab
-
-NODES = 3
-
-
-@pytest.fixture(scope="module")
-def agents(lab: LabInfo, workdir: Path) -> Iterator[dict[str, Server]]:
-    endpoints = control.ensure_nodes(lab, NODES)
-    with ExitStack() as stack:
-        yield {
-            name: stack.enter_context(
-                server("agent", agent_config(lab, workdir / "token", endpoint), workdir, node=name)
-            )
-            for name, endpoint in sorted(endpoints.items())
-        }
 
 
 def _aggregator_config(

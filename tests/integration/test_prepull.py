@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,22 +14,9 @@ import yaml
 from lab import access, control
 from lab.info import LabInfo
 from lab.servers import Server, agent_config, free_port, merge, server
+from tests.integration.conftest import NODES
 
 pytestmark = pytest.mark.lab
-
-NODES = 3
-
-
-@pytest.fixture(scope="module")
-def agents(lab: LabInfo, workdir: Path) -> Iterator[dict[str, Server]]:
-    endpoints = control.ensure_nodes(lab, NODES)
-    with ExitStack() as stack:
-        yield {
-            name: stack.enter_context(
-                server("agent", agent_config(lab, workdir / "token", endpoint), workdir, node=name)
-            )
-            for name, endpoint in sorted(endpoints.items())
-        }
 
 
 def _static(agents: dict[str, Server]) -> list[str]:
