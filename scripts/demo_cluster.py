@@ -7,8 +7,10 @@ and for a missing tag, prints the summaries, and stops everything it started.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,9 +31,24 @@ def main() -> None:
             config = agent_config(lab, workdir / "token", endpoint)
             agent = stack.enter_context(server("agent", config, workdir, node=name))
             static.append(f"{name}={agent.url.removeprefix('http://')}")
+        jobs = workdir / "jobs.yaml"
+        jobs.write_text(
+            "jobs:\n"
+            "  - name: warm-lab\n"
+            f"    images: [{lab.images['good']}, {lab.images['tls']}, {lab.images['refused']}]\n"
+            "    on_new_node: false\n"
+            "    schedule: '0 3 * * *'\n"
+            "    retries: {attempts: 2, initial: 0.5}\n"
+            "    pacing: {max_parallel_nodes: 1, per_registry: 2, jitter: 0}\n"
+        )
         config = merge(
             agent_config(lab, workdir / "token", lab.endpoint),
-            {"aggregator": {"discovery": {"mode": "static", "agents": static}}},
+            {
+                "aggregator": {
+                    "discovery": {"mode": "static", "agents": static, "refresh": 1},
+                    "prepull": {"jobs_file": str(jobs), "tick": 0.5},
+                }
+            },
         )
         aggregator = stack.enter_context(server("aggregator", config, workdir))
         client = aggregator.client()
@@ -47,6 +64,28 @@ def main() -> None:
                     f"  {node['node']}: {'ok' if node['success'] else node['cause']} — "
                     f"{node['summary']}"
                 )
+        print("\n# a warm-cache job, one node at a time (pacing.max_parallel_nodes: 1)")
+        time.sleep(2)  # the aggregator finds the agents
+        client.post("/v1/prepull/jobs/warm-lab/run")
+        time.sleep(1)
+        while client.get("/v1/prepull/jobs/warm-lab").json()["running"]:
+            time.sleep(0.5)
+        print(f"$ pullcheck prepull job warm-lab --url {aggregator.url}", flush=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "agent",
+                "prepull",
+                "job",
+                "warm-lab",
+                "--url",
+                aggregator.url,
+                "--token-file",
+                str(workdir / "token"),
+            ],
+            check=False,
+        )
 
 
 if __name__ == "__main__":

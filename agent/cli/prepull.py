@@ -124,12 +124,14 @@ def job(name: str, url: str, token_file: Path, as_json: bool) -> int:
     for registry, until in body.get("paused_registries", {}).items():
         _render.out.print(f"[yellow]paused[/] {escape(registry)} until {until} (rate limit)")
     table = Table(box=None, pad_edge=False)
-    for col in ("NODE", "IMAGE", "PHASE", "TRIES", "DIGEST", "TIME", "CAUSE / REMEDY"):
+    for col in ("NODE", "IMAGE", "PHASE", "TRIES", "DIGEST", "TIME", "NOTE / CAUSE: REMEDY"):
         table.add_column(col)
     for item in body.get("nodes", []):
         why = item.get("cause") or ""
         if why and item.get("remedy"):
             why += f": {item['remedy']}"
+        elif not why and item.get("skipped"):
+            why = item.get("summary") or "already present"
         table.add_row(
             item["node"],
             item["image"],
