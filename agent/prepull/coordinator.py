@@ -152,16 +152,23 @@ class PrepullCoordinator:
         return sorted(n for n in self.known if any(fnmatchcase(n, g) for g in names))
 
     async def _refresh_nodes(self) -> list[str]:
-        """New ready agents since the last call (by node name)."""
-        fresh = []
-        for target in await self._agents():
-            name = self._label(target)
+        """New ready agents since the last call (by node name); unknown ones asked at once."""
+        unknown: dict[str, AgentTarget] = {}
+        current = {self._label(t): t for t in await self._agents()}
+        for name in [n for n in self.known if n not in current]:
+            del self.known[name]  # a node that left the cluster: forget it and its pairs
+            for state in self.jobs.values():
+                for key in [k for k in state.statuses if k[0] == name]:
+                    del state.statuses[key]
+        for name, target in current.items():
             if name in self.known:
                 self.known[name] = target
-                continue
-            if await self._ready(target):
-                self.known[name] = target
-                fresh.append(name)
+            else:
+                unknown[name] = target
+        ready = await asyncio.gather(*(self._ready(t) for t in unknown.values()))
+        fresh = [name for name, ok in zip(unknown, ready, strict=True) if ok]
+        for name in fresh:
+            self.known[name] = unknown[name]
         return fresh
 
     async def _ready(self, target: AgentTarget) -> bool:
