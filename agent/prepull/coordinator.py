@@ -257,8 +257,6 @@ class PrepullCoordinator:
             log.info("prepull run finished", extra={"fields": {"job": job.name, **wave}})
 
     def _updated(self, state: _JobState, item: NodeImageStatus) -> None:
-        if item.phase is Phase.PULLING:
-            item.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         if self.metrics is not None and item.phase in (Phase.DONE, Phase.FAILED):
             self.metrics.observe_prepull_pull(
                 state.job.name, "success" if item.phase is Phase.DONE else "failure", item.cause

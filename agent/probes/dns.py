@@ -27,7 +27,7 @@ import dns.rdatatype
 
 from agent.models import Cause, DnsAnswer, DnsEvidence, Endpoint, Phase, ProbeResult
 from agent.probes._context import ProbeContext
-from agent.probes._net import is_ip_literal
+from agent.probes._net import is_ip_literal, ms_since
 from agent.probes._resolvconf import (
     ResolvConf,
     hosts_file_lookup,
@@ -183,7 +183,7 @@ async def _query(
             wait = min(per_query, remaining)
             outcome = await _ask(request, name, rdtype, server, wait, ctx.dns_port)
             if outcome.rcode in ("NOERROR", "NXDOMAIN"):
-                outcome.duration_ms = _ms(started)
+                outcome.duration_ms = ms_since(started)
                 return outcome
             last = outcome
     if last is None:
@@ -194,7 +194,7 @@ async def _query(
             conf.nameservers[0],
             detail=f"no time left to query {conf.nameservers[0]}",
         )
-    last.duration_ms = _ms(started)
+    last.duration_ms = ms_since(started)
     return last
 
 
@@ -229,7 +229,3 @@ async def _ask(
     elif rcode != "NOERROR":
         outcome.detail = f"{rcode} from {server}"
     return outcome
-
-
-def _ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000.0, 3)

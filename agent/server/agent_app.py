@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 
 from agent import __version__
 from agent.credentials import Credential, CredentialError, Keyring, from_cli, loads_docker_config
@@ -43,7 +44,7 @@ from agent.server.common import (
 from agent.server.config import Settings
 from agent.server.limits import RateLimiter
 from agent.server.logs import log_event, log_pulltest
-from agent.server.metrics import AgentMetrics, monitor_event_loop_lag
+from agent.server.metrics import AgentMetrics, monitor_event_loop_lag, parse_ratelimit_remaining
 from agent.server.runner import PullTestRunner, QueueFull, TestKey, credential_fingerprint
 
 __all__ = ["AgentState", "create_agent_app", "node_settings_from"]
@@ -179,10 +180,11 @@ class AgentState:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-def _dump(value: Any) -> bytes:
-    from pydantic import TypeAdapter
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
 
-    return TypeAdapter(Any).dump_json(value, indent=2)
+
+def _dump(value: Any) -> bytes:
+    return _ANY.dump_json(value, indent=2)
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -450,12 +452,10 @@ def _ratelimit(result: PullTestResult | None) -> tuple[float | None, float | Non
             ev = probe.evidence
             if ev is None or ev.kind != "manifest" or not ev.ratelimit_remaining:
                 continue
-            count, _, rest = ev.ratelimit_remaining.partition(";")
-            window = rest.strip().removeprefix("w=")
-            try:
-                remaining = float(count)
-            except ValueError:
+            remaining = parse_ratelimit_remaining(ev.ratelimit_remaining)
+            if remaining is None:
                 continue
+            window = ev.ratelimit_remaining.partition(";")[2].strip().removeprefix("w=")
             if best[0] is None or remaining < best[0]:
                 best = (remaining, float(window) if window.isdigit() else None)
     return best
