@@ -188,6 +188,21 @@ class EndpointReport(_Model):
     probes: list[ProbeResult] = []
 
 
+class Finding(_Model):
+    """A failure seen on the path that is not the verdict's cause.
+
+    The cause of a failed test is the one that still blocks the pull once everything before it
+    is fixed; every other failure found on the way (a dead mirror in front of an upstream that
+    answers, the runtime's own text when the probes went further) is a finding. A successful
+    pull can have findings too (a mirror that failed while the upstream worked).
+    """
+
+    cause: Cause
+    summary: str  # one line naming what failed where
+    endpoint: str = ""  # the endpoint URL it concerns; "" when it is the runtime's own error
+    source: Literal["probe", "runtime"] = "probe"
+
+
 class RuntimeInfo(_Model):
     endpoint: str
     api_version: str  # "v1" or "v1alpha2", as negotiated
@@ -229,7 +244,8 @@ class PullTestResult(_Model):
     runtime_error: str = ""  # the runtime's own text, redacted, when the pull failed
     # a guard stopped the pull before any download (success false, cause null)
     refused: Literal["", "image_too_large", "insufficient_space"] = ""
-    warnings: list[str] = []  # e.g. a mirror that failed while the upstream worked
+    warnings: list[str] = []  # notes that are not failures (an ignored hosts.toml, ...)
+    findings: list[Finding] = []  # other failures on the path (see Finding)
     started_at: str  # RFC 3339, UTC
     duration_ms: float
     phases: list[Phase] = []
@@ -253,6 +269,7 @@ class ProbeReport(_Model):
     summary: str = ""
     remedy: str = ""
     warnings: list[str] = []
+    findings: list[Finding] = []  # other failures on the path (see Finding)
     started_at: str
     duration_ms: float
     endpoints: list[EndpointReport] = []
