@@ -12,6 +12,7 @@ Public API::
     load_docker_config(path) -> Keyring              # .dockerconfigjson, .dockercfg, Secret JSON
     loads_docker_config(text, origin=...) -> Keyring
     Keyring().add(key, cred) / .lookup(image)        # kubelet's BasicDockerKeyring rules
+    Keyring.explain(image) -> KeyringMatch           # which keys matched, and why the others not
     Keyring.merge(other) -> Keyring / .extend(other) # several configs, like several pull secrets
     key_matches(key, image) -> bool                  # kubelet's URLsMatchStr
 """
@@ -25,15 +26,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote
 
-from agent.reference import Reference
+from agent.reference import DEFAULT_DOMAIN, InvalidReference, Reference, parse
 
 __all__ = [
     "Credential",
     "CredentialError",
+    "KeyCheck",
     "Keyring",
+    "KeyringMatch",
     "from_auth",
     "from_cli",
     "from_creds",
@@ -147,6 +150,12 @@ class Keyring:
         self._creds: dict[str, list[Credential]] = {}
         self._index: list[str] = []
         self._ignored: list[str] = []
+        self._sources: list[str] = []
+
+    def add_source(self, name: str) -> None:
+        """Record where entries were read from (``docker-config:/path``); never a secret."""
+        if name not in self._sources:
+            self._sources.append(name)
 
     def add(self, key: str, cred: Credential) -> str | None:
         """Index ``cred`` under ``key``; the normalised key, or ``None`` if kubelet ignores it."""
@@ -166,6 +175,8 @@ class Keyring:
             self._creds.setdefault(key, []).extend(creds)
         self._index = sorted(self._creds, reverse=True)
         self._ignored.extend(other._ignored)
+        for name in other._sources:
+            self.add_source(name)
 
     def merge(self, other: Keyring) -> Keyring:
         """A new keyring holding this one's entries and then ``other``'s."""
@@ -182,10 +193,51 @@ class Keyring:
         the image is on Docker Hub, the ``index.docker.io`` entries are used.
         """
         name = image if isinstance(image, str) else image.name
-        found = [cred for key in self._index if key_matches(key, name) for cred in self._creds[key]]
-        if not found and _is_default_registry_match(name):
-            found = list(self._creds.get(_DOCKER_HUB_KEY, ()))
-        return _unique(found)
+        keys, _ = self._matching_keys(name, self._compared(name))
+        return _unique(cred for key in keys for cred in self._creds[key])
+
+    def explain(self, image: str | Reference) -> KeyringMatch:
+        """Why :meth:`lookup` finds what it finds for ``image``: per key, matched or why not.
+
+        Pure and bounded by the number of keys; names keys and sources only, never a secret.
+        """
+        name = image if isinstance(image, str) else image.name
+        registry = image.domain if isinstance(image, Reference) else _registry_of(name)
+        compared = self._compared(name)
+        keys, via_fallback = self._matching_keys(name, compared)
+        hub = _is_default_registry_match(name)
+        by_key = dict(compared)
+        matched = [_matched(key, by_key[key], name, via_fallback) for key in keys]
+        used = set(keys)
+        misses = [
+            _missed(key, c, hub=hub, found=bool(keys)) for key, c in compared if key not in used
+        ]
+        return KeyringMatch(
+            image=name,
+            registry=registry,
+            sources=tuple(self._sources),
+            keys=tuple(self._index),
+            checks=(
+                *matched,
+                *(c for c in misses if c.near),
+                *(c for c in misses if not c.near),
+            ),
+            ignored=tuple(self._ignored),
+        )
+
+    def _compared(self, name: str) -> list[tuple[str, _Comparison | None]]:
+        """Each key beside ``name`` as kubelet's ``URLsMatch`` sees them (``name`` parsed once)."""
+        image = _url(name)
+        return [(key, _comparison(_url(key), image)) for key in self._index]
+
+    def _matching_keys(
+        self, name: str, compared: list[tuple[str, _Comparison | None]]
+    ) -> tuple[list[str], bool]:
+        """The keys kubelet uses for ``name``, and whether that is the Docker Hub fallback."""
+        keys = [key for key, c in compared if c is not None and c.matched]
+        if not keys and _is_default_registry_match(name) and _DOCKER_HUB_KEY in self._creds:
+            return [_DOCKER_HUB_KEY], True
+        return keys, False
 
     def keys(self) -> list[str]:
         """Normalised keys in matching order (reverse lexical)."""
@@ -199,6 +251,11 @@ class Keyring:
     def ignored(self) -> tuple[str, ...]:
         """Keys kubelet would ignore because they do not parse as URLs (as written)."""
         return tuple(self._ignored)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Where the entries were read from, in order (``docker-config:/path``, a Secret)."""
+        return tuple(self._sources)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -215,17 +272,8 @@ def key_matches(key: str, image: str) -> bool:
     kubelet, keys are URLs: a ``?`` starts the query and ``^`` is not allowed in a host, so in
     practice only ``*`` and ``[a-z]`` classes work as wildcards.
     """
-    key_url = _parse_url("https://" + key)
-    image_url = _parse_url("https://" + image)
-    if key_url is None or image_url is None:
-        return False
-    key_labels, key_port = _split_host(key_url[0])
-    image_labels, image_port = _split_host(image_url[0])
-    if key_port != image_port or len(key_labels) != len(image_labels):
-        return False
-    if not image_url[1].startswith(key_url[1]):
-        return False
-    return all(_glob_match(p, label) for p, label in zip(key_labels, image_labels, strict=True))
+    compared = _comparison(_url(key), _url(image))
+    return compared is not None and compared.matched
 
 
 def _normalize_key(key: str) -> str | None:
@@ -260,6 +308,311 @@ def _unique(creds: Iterable[Credential]) -> list[Credential]:
             seen.add(identity)
             result.append(cred)
     return result
+
+
+# --- why a lookup matched or not, worded for an operator ----------------------------------------
+
+# what a key did for an image: the first four are matches, the rest say why kubelet skipped it
+MatchReason = Literal[
+    "exact",
+    "glob",
+    "path_prefix",
+    "docker_hub_fallback",
+    "port",
+    "path_prefix_miss",
+    "path_form",
+    "docker_hub_alias",
+    "label_count",
+    "host_case",
+    "scheme",
+    "unparsable",
+    "fallback_unused",
+    "other_host",
+    "other_host_and_port",
+]
+
+_LIST_LIMIT = 8  # keys, sources and near misses named in a text; the rest are counted
+_NAME_LIMIT = 160  # characters of one key or source shown in a text
+_GLOB_CHARS = frozenset("*?[")
+# hosts people write for Docker Hub that kubelet never matches against docker.io images
+_DOCKER_HUB_HOSTS = frozenset(
+    {"registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com", "docker.com"}
+)
+_HUB_KEYS = '"docker.io" or "https://index.docker.io/v1/"'
+_HOW: dict[str, str] = {
+    "exact": "exact host",
+    "glob": "glob",
+    "path_prefix": "path prefix",
+    "docker_hub_fallback": "Docker Hub fallback",
+}
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """One keyring key judged against one image under kubelet's rules."""
+
+    key: str  # the normalised key, as kubelet indexes it
+    matched: bool
+    reason: MatchReason
+    detail: str  # the reason in an operator's words (keys and image names only)
+    near: bool = False  # a near miss: most likely meant for this image
+
+
+@dataclass(frozen=True)
+class KeyringMatch:
+    """What :meth:`Keyring.explain` found: the keys matching an image, and why the rest do not."""
+
+    image: str  # the repository name looked up (``docker.io/library/nginx``)
+    registry: str  # its host[:port] (``docker.io``, ``10.0.0.5:5000``)
+    sources: tuple[str, ...]  # where the keyring's entries came from
+    keys: tuple[str, ...]  # every normalised key, in matching order
+    checks: tuple[KeyCheck, ...]  # matched keys first, then near misses, then the rest
+    ignored: tuple[str, ...]  # keys kubelet ignored (not URLs), as written
+
+    @property
+    def matched(self) -> tuple[KeyCheck, ...]:
+        return tuple(c for c in self.checks if c.matched)
+
+    @property
+    def near_misses(self) -> tuple[KeyCheck, ...]:
+        return tuple(c for c in self.checks if not c.matched and c.near)
+
+    @property
+    def others(self) -> tuple[KeyCheck, ...]:
+        return tuple(c for c in self.checks if not c.matched and not c.near)
+
+    @property
+    def suggested_key(self) -> str:
+        """The key that makes kubelet use an entry for this image: its registry host[:port]."""
+        return self.registry
+
+    @property
+    def fix(self) -> str:
+        """What to add to the pull secret, e.g. ``add an entry for "10.0.0.5:5000"``."""
+        if self.registry == DEFAULT_DOMAIN:
+            return f"add an entry for {_HUB_KEYS} (Docker Hub)"
+        return f'add an entry for "{self.suggested_key}"'
+
+    def describe(self, limit: int = _LIST_LIMIT) -> str:
+        """A bounded explanation: at most ``limit`` names per list, the rest counted."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        sources = _listing(self.sources, limit) if self.sources else "the keyring"
+        if self.matched:
+            used = [f"{_shown(c.key)} ({_HOW[c.reason]})" for c in self.matched]
+            return f"{self.image} matches {_listing(used, limit)} in {sources}."
+        verb = "has" if len(self.sources) <= 1 else "have"
+        but = "so none matches" if not self.keys else "but none matches"
+        sentences = [
+            f"{sources} {verb} {_count(len(self.keys), 'entry', 'entries')}, {but} "
+            f"{_shown(self.image)} under kubelet's rules (host, port, path prefix, glob)."
+        ]
+        near = self.near_misses
+        if near:
+            items = [f"{_shown(c.key)} — {c.detail}" for c in near[:limit]]
+            if len(near) > limit:
+                items.append(f"and {len(near) - limit} more")
+            label = "Near miss" if len(near) == 1 else "Near misses"
+            sentences.append(f"{label}: {'; '.join(items)}.")
+        if self.others:
+            label = "Other entries" if near else "Entries"
+            names = _listing([c.key for c in self.others], limit)
+            sentences.append(f"{label}: {names} — {self._others_note()}.")
+        if self.ignored:
+            names = _listing([repr(_clip(k)) for k in self.ignored], limit, quoted=True)
+            sentences.append(f"Ignored because they do not parse as URLs: {names}.")
+        return " ".join(sentences)
+
+    def _others_note(self) -> str:
+        reasons = {c.reason for c in self.others}
+        hosts = "other hosts" if len(self.others) > 1 else "another host"
+        if reasons == {"other_host"}:
+            return hosts
+        if reasons != {"other_host_and_port"}:
+            return f"{hosts}, some with other ports too (ports must be equal)"
+        port = _split_host(self.registry)[1]
+        if port:
+            without = "none with" if len(self.others) > 1 else "without"
+            return f"{hosts}, {without} port :{port} (ports must be equal)"
+        return f"{hosts} with a port, while {self.registry} has none (ports must be equal)"
+
+
+def _registry_of(name: str) -> str:
+    """The registry host[:port] of a repository name (``nginx`` → ``docker.io``)."""
+    try:
+        return parse(name).domain
+    except InvalidReference:
+        return name.partition("/")[0]
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    """A key and an image split the way kubelet's ``URLsMatch`` splits them."""
+
+    key_host: str  # host[:port] as in the URL
+    key_labels: tuple[str, ...]
+    key_port: str
+    key_path: str
+    image_host: str
+    image_labels: tuple[str, ...]
+    image_port: str
+    image_path: str
+
+    @property
+    def hosts_match(self) -> bool:
+        """Equal label counts and every label a glob match (ports aside)."""
+        return len(self.key_labels) == len(self.image_labels) and all(
+            _glob_match(p, label)
+            for p, label in zip(self.key_labels, self.image_labels, strict=False)
+        )
+
+    @property
+    def path_covered(self) -> bool:
+        return self.image_path.startswith(self.key_path)
+
+    @property
+    def matched(self) -> bool:
+        return self.key_port == self.image_port and self.path_covered and self.hosts_match
+
+
+# a key or image as a schemeless URL: (host[:port], host labels, port, unescaped path)
+_Url = tuple[str, tuple[str, ...], str, str]
+
+
+def _url(text: str) -> _Url | None:
+    """``text`` parsed like kubelet parses keys and images; ``None`` if it is no URL."""
+    parsed = _parse_url("https://" + text)
+    if parsed is None:
+        return None
+    labels, port = _split_host(parsed[0])
+    return parsed[0], tuple(labels), port, parsed[1]
+
+
+def _comparison(key: _Url | None, image: _Url | None) -> _Comparison | None:
+    """The two side by side; ``None`` if either failed to parse (never a match)."""
+    if key is None or image is None:
+        return None
+    return _Comparison(*key, *image)
+
+
+def _matched(key: str, compared: _Comparison | None, image: str, via_fallback: bool) -> KeyCheck:
+    if via_fallback:
+        detail = f"no key matches {image}, so kubelet uses the Docker Hub entry {_DOCKER_HUB_KEY}"
+        return KeyCheck(key, True, "docker_hub_fallback", _clip(detail))
+    assert compared is not None  # it matched, so both parsed
+    if compared.key_path not in ("", "/"):
+        return KeyCheck(key, True, "path_prefix", f"{_clip(image)} starts with {_clip(key)}")
+    if _GLOB_CHARS.intersection(compared.key_host):
+        detail = f"the glob {_clip(key)} covers {compared.image_host}"
+        return KeyCheck(key, True, "glob", detail)
+    return KeyCheck(key, True, "exact", f"{_clip(key)} is the registry of {_clip(image)}")
+
+
+def _missed(key: str, c: _Comparison | None, *, hub: bool, found: bool) -> KeyCheck:
+    """Why ``key`` does not cover the image compared in ``c``, the closest reason first."""
+    if key == _DOCKER_HUB_KEY and hub and found:
+        detail = "the index.docker.io entry is used only when no other key matches"
+        return KeyCheck(key, False, "fallback_unused", detail)
+    if c is None:
+        detail = "kubelet cannot parse it as a URL when matching, so it never matches"
+        return KeyCheck(key, False, "unparsable", detail, near=True)
+    near = _near_miss(c, key, hub)
+    if near is not None:
+        return near
+    detail = f"another host ({_clip(c.key_host)}, not {c.image_host})"
+    if c.key_port != c.image_port:
+        detail += f" and another port; {_ports(c)}"
+        return KeyCheck(key, False, "other_host_and_port", detail)
+    return KeyCheck(key, False, "other_host", detail)
+
+
+def _near_miss(c: _Comparison, key: str, hub: bool) -> KeyCheck | None:
+    """A key that was probably meant for this image, with what kubelet wants instead."""
+    host = _clip(c.key_host)
+    if "://" in key:
+        detail = (
+            f"kubelet strips only a lower-case https:// or http:// scheme, so it reads the host "
+            f"{host!r}; write the key without the scheme"
+        )
+        return KeyCheck(key, False, "scheme", detail, near=True)
+    if c.hosts_match and c.key_port != c.image_port:
+        return KeyCheck(key, False, "port", f"same host, other port: {_ports(c)}", near=True)
+    if c.hosts_match and c.key_path in ("/v1", "/v2"):
+        detail = (
+            f"kubelet reads {c.key_path} without a trailing slash as a repository path; write "
+            f"{host} or https://{host}{c.key_path}/"
+        )
+        return KeyCheck(key, False, "path_form", detail, near=True)
+    if c.hosts_match:
+        image = _clip(c.image_host + c.image_path)
+        detail = f"{_clip(key)} covers only names starting with {_clip(key)}, not {image}"
+        return KeyCheck(key, False, "path_prefix_miss", detail, near=True)
+    if hub:
+        alias = _docker_hub_alias(c)
+        if alias:
+            return KeyCheck(key, False, "docker_hub_alias", alias, near=True)
+    key_count, image_count = len(c.key_labels), len(c.image_labels)
+    if key_count != image_count and _GLOB_CHARS.intersection(c.key_host):
+        width = min(key_count, image_count)
+        tail = zip(c.key_labels[-width:], c.image_labels[-width:], strict=True)
+        if all(_glob_match(p, label) for p, label in tail):
+            detail = (
+                f"a glob stands for exactly one host label: {host} covers hosts of "
+                f"{key_count} labels, {c.image_host} has {image_count}"
+            )
+            return KeyCheck(key, False, "label_count", detail, near=True)
+    if key_count == image_count and all(
+        _glob_match(p.lower(), label.lower())
+        for p, label in zip(c.key_labels, c.image_labels, strict=True)
+    ):
+        detail = f"host names compare case-sensitively: {host} is not {c.image_host}"
+        return KeyCheck(key, False, "host_case", detail, near=True)
+    return None
+
+
+def _docker_hub_alias(c: _Comparison) -> str:
+    """Why a key naming a Docker Hub host misses a Docker Hub image; ``""`` if it names none."""
+    hostname = ".".join(c.key_labels)
+    if hostname == _DOCKER_HUB_KEY and c.key_path not in ("", "/"):
+        slash = " (write https://index.docker.io/v1/ with the trailing slash)"
+        return (
+            f"kubelet falls back to the Docker Hub entry only under the exact key "
+            f"{_DOCKER_HUB_KEY}; this key has the path {_clip(c.key_path)}"
+            + (slash if c.key_path in ("/v1", "/v2") else "")
+        )
+    if hostname in _DOCKER_HUB_HOSTS or hostname.endswith(".docker.io"):
+        return (
+            f"{_clip(c.key_host)} is a Docker Hub host, but Docker Hub images are matched as "
+            f"docker.io ({len(c.key_labels)} labels vs 2), so it never matches: use {_HUB_KEYS}"
+        )
+    return ""
+
+
+def _ports(c: _Comparison) -> str:
+    key, image = (f":{port}" if port else "none" for port in (c.key_port, c.image_port))
+    return f"ports must be equal (the key has {key}, the image has {image})"
+
+
+def _clip(text: str, limit: int = _NAME_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _shown(text: str) -> str:
+    """A name as printed in a text: clipped, with control characters escaped."""
+    clipped = _clip(text)
+    return clipped if clipped.isprintable() else repr(clipped)
+
+
+def _listing(names: Iterable[str], limit: int, *, quoted: bool = False) -> str:
+    """``a, b, c and K more``: at most ``limit`` names, each clipped and printable."""
+    items = list(names)
+    shown = [name if quoted else _shown(name) for name in items[:limit]]
+    rest = len(items) - len(shown)
+    return ", ".join(shown) + (f" and {rest} more" if rest > 0 else "")
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"no {many}" if number == 0 else f"1 {one}" if number == 1 else f"{number} {many}"
 
 
 # --- Go net/url and path/filepath semantics, as far as kubelet relies on them ---------------
@@ -447,10 +800,12 @@ def loads_docker_config(text: str | bytes, *, origin: str = "<string>") -> Keyri
             _add_secret(keyring, item, origin)
     elif "auths" in document:
         _add_entries(keyring, _auths(document, origin, ""), origin, "")
+        keyring.add_source(f"docker-config:{origin}")
     elif isinstance(kind, str) and "apiVersion" in document:
         raise CredentialError(f"{origin}: a Kubernetes {kind} is not a Secret")
     else:
         _add_entries(keyring, _legacy_entries(document, origin, ""), origin, "")
+        keyring.add_source(f"docker-config:{origin}")
     return keyring
 
 
@@ -480,6 +835,10 @@ def _add_secret(keyring: Keyring, secret: dict[str, Any], origin: str) -> None:
     else:
         entries = _legacy_entries(document, origin, context)
     _add_entries(keyring, entries, origin, context)
+    namespace = metadata.get("namespace") if isinstance(metadata, dict) else None
+    if isinstance(namespace, str) and namespace and isinstance(name, str) and name:
+        where = f"Secret {namespace}/{name}"
+    keyring.add_source(f"docker-config:{origin} ({where})")
 
 
 def _secret_data(secret: dict[str, Any], data_key: str, origin: str, where: str) -> str | bytes:

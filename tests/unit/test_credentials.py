@@ -21,6 +21,7 @@ from agent.credentials import (
     Credential,
     CredentialError,
     Keyring,
+    KeyringMatch,
     _glob_match,
     from_auth,
     from_cli,
@@ -769,3 +770,234 @@ def test_empty_auths_and_bad_keys(tmp_path: Path) -> None:
     ring = loads_docker_config(json.dumps({"auths": {"quay.io:abc": {}, "quay.io": {}}}))
     assert ring.keys() == ["quay.io"]
     assert ring.ignored == ("quay.io:abc",)
+
+
+# --- explain: which keys matched an image, and why the others did not --------------------------
+
+
+def _explain(keys: list[str], image: str, origin: str = "/etc/cfg.json") -> KeyringMatch:
+    entries = {key: {"auth": SECRET_AUTH} for key in keys}
+    return loads_docker_config(json.dumps({"auths": entries}), origin=origin).explain(image)
+
+
+def _reasons(match: KeyringMatch) -> list[tuple[str, str, bool]]:
+    return [(c.key, c.reason, c.near) for c in match.checks]
+
+
+def test_explain_the_issue_example_names_the_file_the_entries_and_the_ports() -> None:
+    match = _explain(["quay.io", "ghcr.io"], "10.0.0.5:5000/app")
+    assert not match.matched and not match.near_misses
+    assert _reasons(match) == [
+        ("quay.io", "other_host_and_port", False),
+        ("ghcr.io", "other_host_and_port", False),
+    ]
+    assert match.sources == ("docker-config:/etc/cfg.json",)
+    assert match.registry == "10.0.0.5:5000"
+    assert match.fix == 'add an entry for "10.0.0.5:5000"'
+    # truthful: the hosts differ, and the ports too
+    assert match.checks[0].detail == (
+        "another host (quay.io, not 10.0.0.5:5000) and another port; ports must be equal "
+        "(the key has none, the image has :5000)"
+    )
+    assert match.describe() == (
+        "docker-config:/etc/cfg.json has 2 entries, but none matches 10.0.0.5:5000/app under "
+        "kubelet's rules (host, port, path prefix, glob). Entries: quay.io, ghcr.io — other "
+        "hosts, none with port :5000 (ports must be equal)."
+    )
+
+
+def test_explain_same_host_other_port_is_a_near_miss_named_first() -> None:
+    match = _explain(["quay.io", "ghcr.io", "10.0.0.5"], "10.0.0.5:5000/app")
+    assert _reasons(match)[0] == ("10.0.0.5", "port", True)
+    [near] = match.near_misses
+    assert near.detail == (
+        "same host, other port: ports must be equal (the key has none, the image has :5000)"
+    )
+    text = match.describe()
+    assert "Near miss: 10.0.0.5 — same host, other port: ports must be equal" in text
+    assert "Other entries: quay.io, ghcr.io — other hosts, none with port :5000" in text
+    assert text.index("Near miss") < text.index("Other entries")
+    reverse = _explain(["localhost:5000"], "localhost/app")
+    assert reverse.checks[0].detail.endswith("(the key has :5000, the image has none)")
+    assert reverse.fix == 'add an entry for "localhost"'
+
+
+@pytest.mark.parametrize(
+    ("keys", "image", "note"),
+    [
+        (["quay.io"], "ghcr.io/app", "Entries: quay.io — another host."),
+        (["quay.io", "ghcr.io"], "gcr.io/app", "Entries: quay.io, ghcr.io — other hosts."),
+        (["quay.io:443"], "ghcr.io/app", "another host with a port, while ghcr.io has none"),
+        (["quay.io"], "ghcr.io:5000/app", "another host, without port :5000 (ports must be"),
+        (["quay.io", "ghcr.io:5000"], "gcr.io/app", "other hosts, some with other ports too"),
+    ],
+)
+def test_explain_other_hosts_say_how_ports_differ(keys: list[str], image: str, note: str) -> None:
+    match = _explain(keys, image)
+    assert not match.near_misses
+    assert note in match.describe()
+
+
+@pytest.mark.parametrize(
+    ("key", "image", "reason", "detail"),
+    [
+        ("*.example.com", "example.com/app", "label_count",
+         "a glob stands for exactly one host label: *.example.com covers hosts of 3 labels, "
+         "example.com has 2"),
+        ("*.example.com", "a.b.example.com/app", "label_count",
+         "a glob stands for exactly one host label: *.example.com covers hosts of 3 labels, "
+         "a.b.example.com has 4"),
+        ("quay.io/org", "quay.io/other/app", "path_prefix_miss",
+         "quay.io/org covers only names starting with quay.io/org, not quay.io/other/app"),
+        ("https://quay.io/v1", "quay.io/org/app", "path_form",
+         "kubelet reads /v1 without a trailing slash as a repository path; write quay.io or "
+         "https://quay.io/v1/"),
+        ("registry-1.docker.io", "nginx", "docker_hub_alias",
+         'registry-1.docker.io is a Docker Hub host, but Docker Hub images are matched as '
+         'docker.io (3 labels vs 2), so it never matches: use "docker.io" or '
+         '"https://index.docker.io/v1/"'),
+        ("https://registry-1.docker.io/v2/", "docker.io/user/app", "docker_hub_alias",
+         'registry-1.docker.io is a Docker Hub host'),
+        ("*.docker.io", "nginx", "docker_hub_alias", "*.docker.io is a Docker Hub host"),
+        ("https://index.docker.io/v1", "nginx", "docker_hub_alias",
+         "kubelet falls back to the Docker Hub entry only under the exact key index.docker.io; "
+         "this key has the path /v1 (write https://index.docker.io/v1/ with the trailing slash)"),
+        ("Quay.io", "quay.io/org/app", "host_case",
+         "host names compare case-sensitively: Quay.io is not quay.io"),
+        ("HTTPS://quay.io", "quay.io/org/app", "scheme",
+         "kubelet strips only a lower-case https:// or http:// scheme, so it reads the host "
+         "'HTTPS:'; write the key without the scheme"),
+        ("quay.io/a%25zz", "quay.io/a/b", "unparsable",
+         "kubelet cannot parse it as a URL when matching, so it never matches"),
+    ],
+)  # fmt: skip
+def test_explain_near_misses(key: str, image: str, reason: str, detail: str) -> None:
+    match = _explain([key, "other.example.org"], image)
+    assert not match.matched
+    near = match.near_misses[0]
+    assert (near.reason, near.near) == (reason, True)
+    assert near.detail.startswith(detail)
+    assert [c.key for c in match.others] == ["other.example.org"]
+    assert f"Near miss: {near.key} — {near.detail}." in match.describe()
+
+
+def test_explain_a_glob_of_another_domain_is_no_near_miss() -> None:
+    match = _explain(["*.example.org"], "a.b.example.com/app")
+    assert _reasons(match) == [("*.example.org", "other_host", False)]
+
+
+def test_explain_docker_hub_fix_names_both_key_forms() -> None:
+    match = _explain(["registry-1.docker.io"], "docker.io/library/nginx")
+    assert match.registry == "docker.io"
+    assert match.fix == 'add an entry for "docker.io" or "https://index.docker.io/v1/" (Docker Hub)'
+    assert _explain([], "localhost/app").fix == 'add an entry for "localhost"'
+
+
+@pytest.mark.parametrize(
+    ("keys", "image", "matched"),
+    [
+        (["quay.io"], "quay.io/org/app", [("quay.io", "exact")]),
+        (["quay.io/org", "quay.io", "*.io"], "quay.io/org/app",
+         [("quay.io/org", "path_prefix"), ("quay.io", "exact"), ("*.io", "glob")]),
+        (["https://index.docker.io/v1/"], "nginx", [("index.docker.io", "docker_hub_fallback")]),
+        (["docker.io"], "docker.io/library/nginx", [("docker.io", "exact")]),
+    ],
+)  # fmt: skip
+def test_explain_says_how(keys: list[str], image: str, matched: list[tuple[str, str]]) -> None:
+    match = _explain(keys, image)
+    assert [(c.key, c.reason) for c in match.matched] == matched
+    assert all(c.matched and not c.near for c in match.matched)
+    words = {"exact": "exact host", "glob": "glob", "path_prefix": "path prefix",
+             "docker_hub_fallback": "Docker Hub fallback"}  # fmt: skip
+    shown = ", ".join(f"{key} ({words[how]})" for key, how in matched)
+    assert match.describe() == f"{match.image} matches {shown} in docker-config:/etc/cfg.json."
+
+
+def test_explain_fallback_unused_when_another_key_matches() -> None:
+    match = _explain(["https://index.docker.io/v1/", "docker.io"], "docker.io/library/nginx")
+    assert _reasons(match) == [
+        ("docker.io", "exact", False),
+        ("index.docker.io", "fallback_unused", False),
+    ]
+    assert "only when no other key matches" in match.checks[1].detail
+
+
+def test_explain_ignored_keys_are_listed_escaped() -> None:
+    match = _explain(["quay.io:abc", "q\x01.io", "x.io"], "quay.io/org/app")
+    assert match.ignored == ("quay.io:abc", "q\x01.io")
+    text = match.describe()
+    assert "has 1 entry, but none matches" in text
+    assert "Ignored because they do not parse as URLs: 'quay.io:abc', 'q\\x01.io'." in text
+    assert "\x01" not in text
+
+
+def test_explain_an_empty_keyring() -> None:
+    match = _explain([], "quay.io/a")
+    assert match.keys == () and match.checks == ()
+    assert match.describe() == (
+        "docker-config:/etc/cfg.json has no entries, so none matches quay.io/a under kubelet's "
+        "rules (host, port, path prefix, glob)."
+    )
+    bare = Keyring().explain("quay.io/a")
+    assert bare.describe().startswith("the keyring has no entries")
+
+
+def test_explain_agrees_with_lookup_on_the_kubelet_tables() -> None:
+    cases = [(key, image) for key, image, _ in URLS_MATCH]
+    cases += [(key, target + "/foo/bar") for key, target in GLOB_HITS + GLOB_MISSES]
+    cases += [(key, image) for keys, image, _ in DOCKER_HUB for key in keys]
+    for key, image in cases:
+        ring = keyring({key: cred("a")})
+        match = ring.explain(image)
+        assert bool(match.matched) == bool(ring.lookup(image)), (key, image)
+        assert len(match.checks) == len(ring), (key, image)
+        assert all(c.detail for c in match.checks)
+
+
+def test_explain_accepts_a_reference() -> None:
+    ring = keyring({"quay.io/org": cred("org")})
+    match = ring.explain(parse("quay.io/other/app:1.0"))
+    assert match.image == "quay.io/other/app" and match.registry == "quay.io"
+    assert match.near_misses[0].reason == "path_prefix_miss"
+
+
+def test_explain_is_bounded_for_large_configs() -> None:
+    many = [f"r{i}.example.com" for i in range(1000)]
+    match = _explain(many, "quay.io/app")
+    text = match.describe()
+    assert len(match.others) == 1000
+    assert "and 992 more — other hosts." in text and len(text) < 600
+    near = _explain([f"quay.io:{port}" for port in range(1, 51)], "quay.io/app").describe()
+    assert near.count("same host, other port") == 8 and "; and 42 more." in near
+    long_key = "a" * 5000 + ".io"
+    clipped = _explain([long_key], "quay.io/app").describe()
+    assert len(clipped) < 600 and "…" in clipped
+    assert _explain(["quay.io"], "x.io/a").describe(limit=1)
+    with pytest.raises(ValueError, match="limit must be at least 1, got 0"):
+        match.describe(limit=0)
+
+
+def test_explain_never_shows_a_secret() -> None:
+    match = _explain(["quay.io", "x.io:5000", "quay.io:abc"], "quay.io:5000/a")
+    assert_no_secret(match.describe(), repr(match), *(c.detail for c in match.checks))
+
+
+def test_sources_name_files_and_secrets(tmp_path: Path) -> None:
+    plain = write(tmp_path, {"auths": {"quay.io": {"auth": b64("a:b")}}})
+    assert load_docker_config(plain).sources == (f"docker-config:{plain}",)
+    legacy = load_docker_config(DATA / "dockercfg.json")
+    assert legacy.sources == (f"docker-config:{DATA / 'dockercfg.json'}",)
+    listed = load_docker_config(DATA / "secret-list.json")
+    assert listed.sources == (
+        f"docker-config:{DATA / 'secret-list.json'} (Secret default/regcred)",
+        f"docker-config:{DATA / 'secret-list.json'} (Secret default/oldcred)",
+    )
+    unnamed = _secret("kubernetes.io/dockerconfigjson", {".dockerconfigjson": b64('{"auths": {}}')})
+    assert loads_docker_config(unnamed, origin="request").sources == (
+        "docker-config:request (Secret regcred)",
+    )
+    merged = load_docker_config(plain).merge(listed).merge(load_docker_config(plain))
+    assert merged.sources == (f"docker-config:{plain}", *listed.sources)
+    text = merged.explain("ghcr.io/app").describe()
+    assert text.startswith(f"docker-config:{plain}, docker-config:{DATA / 'secret-list.json'} (")
+    assert " have 3 entries, but none matches ghcr.io/app" in text
