@@ -7,21 +7,35 @@ Two sources are combined:
 * the registry-path probes (:class:`~agent.models.EndpointReport`), which settle what the text
   cannot, e.g. "pull access denied, repository does not exist or may require authorization" becomes
   ``repository_not_found`` or ``unauthorized`` depending on what the registry answered.
+
+The cause is the failure that still blocks the pull once everything before it is fixed. The
+runtime tries the endpoints in order and a failure that stops one endpoint (a dead mirror) does
+not block the pull when a later one gets further, so the endpoint whose chain got furthest
+decides (dns < tcp < tls < http < token < manifest < the registry's answer about the content, a
+404 for the tag or repository), in the runtime's order when equally far. containerd's text names
+the first non-404 error it met, which can be a mirror's "connection refused" in front of an
+upstream that says the tag does not exist; when the text names a shallower stage than the probes
+reached, the probes decide and the text becomes a runtime :class:`~agent.models.Finding`. Causes
+no probe can see (unpacking, platforms, blobs, disk, cancellation, the runtime itself) keep the
+runtime's classification. Every other failure on the path is a finding (:func:`path_findings`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agent.models import Cause, EndpointReport
+from agent.models import Cause, EndpointReport, Finding, ProbeResult
+from agent.probes import step_text
+from agent.redaction import redact_text
 
 __all__ = [
     "AMBIGUOUS_CAUSES",
     "Diagnosis",
     "classify_error",
     "diagnose",
+    "path_findings",
     "remedy",
     "sanitize_error",
 ]
@@ -31,11 +45,6 @@ AMBIGUOUS_CAUSES = frozenset({Cause.MANIFEST_NOT_FOUND, Cause.UNAUTHORIZED})
 
 _QUOTED = re.compile(r'"[^"]*"')
 _URL = re.compile(r"\bhttps?://[^\s\"]+?(?=:\s|[\s\"]|$)")
-_USERINFO = re.compile(r"(\bhttps?://)[^/\s@\"]+@")
-_SECRET_PARAMS = re.compile(
-    r"(?i)\b(password|passwd|token|access_token|refresh_token|auth|secret)=([^&\s\"]+)"
-)
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 
 # (cause, pattern) in priority order: the first match wins. Texts overlap, so order matters:
 # disk-full beats unpack errors, HTTP/HTTPS mismatch beats generic TLS, DNS beats timeouts,
@@ -133,13 +142,13 @@ class Diagnosis:
     cause: Cause
     summary: str
     remedy: str
+    findings: list[Finding] = field(default_factory=list)  # other failures on the path
 
 
 def sanitize_error(text: str) -> str:
-    """Remove anything credential-like from an error text before it is stored or shown."""
-    text = _USERINFO.sub(r"\1<redacted>@", text)
-    text = _SECRET_PARAMS.sub(r"\1=<redacted>", text)
-    return _BEARER.sub(r"\1 <redacted>", text)
+    """Remove anything credential-like from an error text before it is stored or shown
+    (:func:`agent.redaction.redact_text`)."""
+    return redact_text(text)
 
 
 def _strip_names(text: str) -> str:
@@ -179,14 +188,92 @@ def classify_error(text: str, grpc_code: str | None = None) -> Cause:
     return Cause.UNKNOWN
 
 
-def _first_failure(reports: Sequence[EndpointReport]) -> EndpointReport | None:
-    """The endpoint failure containerd would report: first non-not-found error, else not-found."""
-    failed = [r for r in reports if not r.success and r.cause is not None]
-    not_found = {Cause.MANIFEST_NOT_FOUND, Cause.REPOSITORY_NOT_FOUND}
-    for report in failed:
-        if report.cause not in not_found:
-            return report
-    return failed[0] if failed else None
+# Causes only the runtime sees: the probes stop at the manifest HEAD and never unpack anything.
+_RUNTIME_ONLY = frozenset(
+    {
+        Cause.INVALID_REFERENCE,
+        Cause.PLATFORM_MISMATCH,
+        Cause.LAYER_CORRUPT,
+        Cause.BLOB_NOT_FOUND,
+        Cause.DISK_FULL,
+        Cause.RUNTIME_UNAVAILABLE,
+        Cause.CANCELLED,
+    }
+)
+# How far a chain got: the index of the step that failed; the registry's answer about the
+# content (404 for the tag or repository) is the last stage, a working endpoint beyond it.
+_STAGES = ("dns", "tcp", "tls", "http", "token", "manifest")
+_CONTENT = frozenset({Cause.MANIFEST_NOT_FOUND, Cause.REPOSITORY_NOT_FOUND})
+_CONTENT_DEPTH = len(_STAGES)
+_WORKS = _CONTENT_DEPTH + 1
+# the stage a cause is met at, for reports without probes and for the runtime's text
+_CAUSE_DEPTH: dict[Cause, int] = {
+    Cause.DNS_FAILURE: 0,
+    Cause.CONNECTION_REFUSED: 1,
+    Cause.TIMEOUT: 1,
+    Cause.TLS_ERROR: 2,
+    Cause.HTTP_HTTPS_MISMATCH: 2,
+    Cause.UNAUTHORIZED: 5,
+    Cause.FORBIDDEN: 5,
+    Cause.RATE_LIMITED: 5,
+    Cause.MANIFEST_NOT_FOUND: _CONTENT_DEPTH,
+    Cause.REPOSITORY_NOT_FOUND: _CONTENT_DEPTH,
+}
+_RUNTIME_PREFIX = re.compile(
+    r'^(?:failed to (?:pull and unpack image|resolve reference|resolve image) "[^"]*": )+'
+)
+_STATUS_5XX = re.compile(r"\b5\d\d(?: [A-Z][a-z]+)+")
+
+
+def _failed_probe(report: EndpointReport) -> ProbeResult | None:
+    return next((p for p in reversed(report.probes) if not p.success), None)
+
+
+def _depth(report: EndpointReport) -> int:
+    """How far the endpoint's chain got (see the module docstring)."""
+    if report.success:
+        return _WORKS
+    failed = _failed_probe(report)
+    if failed is None:
+        return _CAUSE_DEPTH.get(report.cause, -1) if report.cause is not None else -1
+    if failed.probe == "manifest" and failed.cause in _CONTENT:
+        return _CONTENT_DEPTH
+    return _STAGES.index(failed.probe)
+
+
+def _runtime_depth(cause: Cause, text: str) -> int | None:
+    """The stage the runtime's text names, None when it names none (``unknown``)."""
+    lowered = text.lower()
+    if cause is Cause.TIMEOUT and "tls handshake timeout" in lowered:
+        return _STAGES.index("tls")
+    if cause is Cause.TIMEOUT and ("awaiting" in lowered or "client.timeout" in lowered):
+        return _STAGES.index("http")
+    if cause is Cause.UNAUTHORIZED and "token" in lowered:
+        return _STAGES.index("token")
+    return _CAUSE_DEPTH.get(cause)
+
+
+def _deciding(reports: Sequence[EndpointReport]) -> EndpointReport | None:
+    """The failure that blocks the pull: the furthest chain, the runtime's order when equal;
+    None when an endpoint works (the pull does not need the others) or none failed."""
+    if any(r.success for r in reports):
+        return None
+    failed = [(i, r) for i, r in enumerate(reports) if r.cause is not None]
+    if not failed:
+        return None
+    return max(failed, key=lambda pair: (_depth(pair[1]), -pair[0]))[1]
+
+
+def path_findings(
+    reports: Sequence[EndpointReport], cause_report: EndpointReport | None = None
+) -> list[Finding]:
+    """Every failed endpoint except the one that is the cause, in the runtime's order (a chain
+    cut by a cancellation is no failure of its own)."""
+    return [
+        Finding(cause=r.cause, summary=r.summary, endpoint=r.endpoint.url)
+        for r in reports
+        if r is not cause_report and r.cause is not None and r.cause is not Cause.CANCELLED
+    ]
 
 
 def _report_with(reports: Sequence[EndpointReport], cause: Cause) -> EndpointReport | None:
@@ -195,17 +282,13 @@ def _report_with(reports: Sequence[EndpointReport], cause: Cause) -> EndpointRep
 
 def _refine(cause: Cause, text: str, reports: Sequence[EndpointReport]) -> Cause:
     """Settle what the text leaves open with what the registry answered to the probes."""
-    if cause not in AMBIGUOUS_CAUSES and cause is not Cause.UNKNOWN:
+    if cause not in AMBIGUOUS_CAUSES:
         return cause
     probe_causes = {r.cause for r in reports if r.cause is not None}
     if Cause.REPOSITORY_NOT_FOUND in probe_causes and (
         cause is Cause.MANIFEST_NOT_FOUND or "repository does not exist" in text
     ):
         return Cause.REPOSITORY_NOT_FOUND
-    if cause is Cause.UNKNOWN:
-        failure = _first_failure(reports)
-        if failure is not None and failure.cause is not None:
-            return failure.cause
     return cause
 
 
@@ -222,32 +305,124 @@ def diagnose(
     reports: Sequence[EndpointReport],
     platform: str = "",
     hosts_dir: str = "/etc/containerd/certs.d",
+    deadline: float | None = None,
 ) -> Diagnosis | None:
-    """One cause, summary and remedy for a failed pull test, or ``None`` when nothing failed.
+    """One cause, summary, remedy and the other failures on the path for a failed pull test, or
+    ``None`` when nothing failed (then :func:`path_findings` gives the failures seen anyway).
 
     ``runtime_error`` is the CRI error text (``None`` in resolve mode or when the pull succeeded);
-    ``reports`` are the endpoint probe chains in the order containerd tries them.
+    ``reports`` are the endpoint probe chains in the order containerd tries them. ``deadline``
+    (seconds) means the test's own deadline cut the pull.
     """
+    decided = _deciding(reports)
     if runtime_error is None:
-        if any(r.success for r in reports) or not reports:
+        if decided is None or decided.cause is None:
             return None
-        failure = _first_failure(reports)
-        assert failure is not None and failure.cause is not None
-        return Diagnosis(
-            failure.cause,
-            failure.summary,
-            remedy(failure.cause, failure, image, hosts_dir=hosts_dir),
-        )
+        return _from_report(decided.cause, decided, reports, image, platform, hosts_dir)
     text = sanitize_error(runtime_error)
+    if deadline is not None:
+        return _deadline(deadline, reports, image, platform, hosts_dir)
     cause = _refine(classify_error(text, grpc_code), text, reports)
-    evidence = _report_with(reports, cause)
+    depth = _runtime_depth(cause, text)
+    if (
+        decided is not None
+        and decided.cause is not None
+        and cause not in _RUNTIME_ONLY
+        and (depth is None or depth < _depth(decided))
+    ):
+        # the probes got further than the failure the runtime names (or it names none)
+        found = _from_report(decided.cause, decided, reports, image, platform, hosts_dir)
+        if depth is not None:
+            found.findings.append(
+                Finding(cause=cause, summary=_runtime_line(text), source="runtime")
+            )
+        return found
+    evidence = decided if decided is not None and decided.cause is cause else None
+    evidence = evidence or _report_with(reports, cause)
     if evidence is not None and evidence.summary:
-        summary = evidence.summary
-    else:
-        summary = _text_summary(cause, text, image, platform)
+        return _from_report(cause, evidence, reports, image, platform, hosts_dir, text)
     return Diagnosis(
-        cause, summary, remedy(cause, evidence, image, platform=platform, hosts_dir=hosts_dir)
+        cause,
+        _text_summary(cause, text, image, platform),
+        remedy(cause, None, image, platform=platform, hosts_dir=hosts_dir, detail=text),
+        path_findings(reports),
     )
+
+
+def _from_report(
+    cause: Cause,
+    report: EndpointReport,
+    reports: Sequence[EndpointReport],
+    image: str,
+    platform: str,
+    hosts_dir: str,
+    detail: str = "",
+) -> Diagnosis:
+    return Diagnosis(
+        cause,
+        report.summary,
+        remedy(cause, report, image, platform=platform, hosts_dir=hosts_dir, detail=detail),
+        path_findings(reports, report),
+    )
+
+
+def _runtime_line(text: str) -> str:
+    """The runtime's error without the ``failed to pull … / failed to resolve …`` preamble."""
+    return _one_line(_RUNTIME_PREFIX.sub("", text))
+
+
+def _deadline(
+    seconds: float,
+    reports: Sequence[EndpointReport],
+    image: str,
+    platform: str,
+    hosts_dir: str,
+) -> Diagnosis:
+    """The test deadline cut the pull: say so once, and where the registry path stalls."""
+    lead = f"the pull did not finish within the {seconds:g} s deadline"
+    hung = _deciding([r for r in reports if r.cause is Cause.TIMEOUT])
+    failed = _failed_probe(hung) if hung is not None else None
+    if hung is not None and failed is not None:
+        where = step_text(failed.probe, failed.target) + _address(hung, failed)
+        return Diagnosis(
+            Cause.TIMEOUT,
+            f"{lead}; the registry path stalls at the {where}, which does not answer",
+            remedy(Cause.TIMEOUT, hung, image, platform=platform, hosts_dir=hosts_dir),
+            path_findings(reports, hung),
+        )
+    decided = _deciding(reports)
+    if decided is not None and decided.summary:
+        return Diagnosis(
+            Cause.TIMEOUT,
+            f"{lead}; the probes found: {decided.summary}",
+            remedy(Cause.TIMEOUT, decided, image, platform=platform, hosts_dir=hosts_dir),
+            path_findings(reports, decided),
+        )
+    if reports:
+        return Diagnosis(
+            Cause.TIMEOUT,
+            f"{lead}; every endpoint answered the probes, so the download itself is slow",
+            "The registry answers, so the transfer is what takes long: give the test a longer "
+            "--timeout for a large image or a slow link, and check the node's bandwidth and any "
+            "proxy on the path.",
+            path_findings(reports),
+        )
+    return Diagnosis(
+        Cause.TIMEOUT,
+        lead,
+        remedy(Cause.TIMEOUT, None, image, platform=platform, hosts_dir=hosts_dir),
+    )
+
+
+def _address(report: EndpointReport, failed: ProbeResult) -> str:
+    """`` (127.0.0.1)``: the address the chain connected to, for steps named by host or URL."""
+    if failed.probe in ("dns", "tcp"):
+        return ""
+    address = next(
+        (p.evidence.address for p in report.probes if p.evidence and p.evidence.kind == "tcp"),
+        "",
+    )
+    return f" ({address})" if address else ""
 
 
 _LAYER = re.compile(r"failed to extract layer \(?(?:\S+ )?(sha256:[0-9a-f]{4,12})")
@@ -272,7 +447,28 @@ def _text_summary(cause: Cause, text: str, image: str, platform: str) -> str:
         path = _FULL_PATH.search(text)
         where = f" writing {path.group(1)}" if path else ""
         return f"no space left on the node's image filesystem{where}"
+    server_error = _STATUS_5XX.search(text)
+    if cause is Cause.UNKNOWN and server_error is not None:
+        registry = image.split("/", 1)[0] if "/" in image else "the registry"
+        return (
+            f"{registry} answered HTTP {server_error.group(0)}, a server-side error "
+            f"(runtime: {_runtime_line(text)})"
+        )
     return f"runtime: {_one_line(text)}"
+
+
+def _server_error(report: EndpointReport | None, detail: str) -> str:
+    """``500 to HEAD <url>`` when the evidence shows an HTTP 5xx from the registry, else ``""``."""
+    failed = _failed_probe(report) if report is not None else None
+    evidence = failed.evidence if failed is not None else None
+    if evidence is not None and evidence.kind in ("http", "manifest", "token"):
+        status = evidence.status
+        if status is not None and 500 <= status < 600:
+            if evidence.kind == "token":
+                return f"{status} to the token request {evidence.realm}"
+            return f"{status} to {evidence.method} {evidence.url}"
+    found = _STATUS_5XX.search(detail)
+    return found.group(0) if found is not None else ""
 
 
 def _where(report: EndpointReport | None, image: str) -> tuple[str, str]:
@@ -293,9 +489,30 @@ def remedy(
     *,
     platform: str = "",
     hosts_dir: str = "/etc/containerd/certs.d",
+    detail: str = "",
 ) -> str:
-    """An action an operator can take for ``cause``, naming the host/port from the evidence."""
+    """An action an operator can take for ``cause``, naming the host/port from the evidence
+    (``report``, and ``detail``: the runtime's error text, for what it alone shows)."""
     host, hostport = _where(report, image)
+    server_error = _server_error(report, detail) if cause is Cause.UNKNOWN else ""
+    if server_error:
+        return (
+            f"Registry {hostport} is failing on its side (HTTP {server_error}): check the "
+            "registry's health and logs, its storage backend (disk space, object-store "
+            "credentials and reachability) and any proxy or load balancer in front of it (a "
+            "502, 503 or 504 often comes from the proxy, not the registry); if the outage "
+            "passes, retry later."
+        )
+    if (
+        cause is Cause.HTTP_HTTPS_MISMATCH
+        and report is not None
+        and report.endpoint.scheme == "http"
+    ):
+        return (
+            f"The endpoint {hostport} speaks TLS but the runtime uses plain HTTP: declare it in "
+            f'{hosts_dir}/{hostport}/hosts.toml with `server = "https://{hostport}"` (and its '
+            "`ca`, or `skip_verify = true`), or serve plain HTTP there."
+        )
     registry = image.split("/", 1)[0] if "/" in image else hostport
     node_platform = platform or "the node's platform"
     remedies: dict[Cause, str] = {

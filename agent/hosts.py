@@ -15,20 +15,47 @@ and ``docs/hosts.md``:
   ``https://registry-1.docker.io``.
 * A host different from the registry host gets ``?ns=<registry host>`` (``Endpoint.namespace``),
   except ``registry-1.docker.io`` serving ``docker.io``.
+* Loopback registries (containerd's ``docker.IsLocalhost``: ``localhost`` or a loopback IP
+  literal such as ``127.0.0.2`` or ``::1``, with any port; a *name* that resolves to 127.0.0.1 is
+  not one) get a special default when the registry itself is the last entry (no hosts.toml, one
+  without ``server``, or one the runtime ignores). It depends on the runtime version
+  (:func:`loopback_rule`):
+
+  ======================================  =====================================================
+  containerd                              loopback registry without ``server``
+  ======================================  =====================================================
+  < 1.6.9                                 ``https``, verified, like any registry
+  1.6.9 to 1.6.23, 1.7.0 to 1.7.6         ``http`` (seen on the lab's 1.6.20: a TLS registry
+                                          there answers ``400 Bad Request``)
+  1.6.24+, 1.7.7+, 2.0                    no port or port 80: ``http``; other ports: HTTPS first
+                                          without verification, plain HTTP when the server
+                                          answers plain HTTP (``Endpoint.http_fallback``)
+  2.1+, and unknown or unparsable         no port or 443: ``https`` without verification;
+  versions                                port 80: ``http``; other ports: as above
+  ======================================  =====================================================
+
+  An unknown version gets the newest family: it is what current runtimes do, and a plain-HTTP
+  loopback registry (the kind/k3d/minikube set-up) is reachable under every family since 1.6.9.
 
 Deliberate differences from containerd, which a diagnostic tool should surface rather than hide:
 
 * containerd logs an invalid ``hosts.toml`` (bad TOML, unknown capability, wrong types) and falls
   back to the directory's certificate files; :func:`registry_endpoints` raises
   :class:`HostsConfigError` naming the file instead.
-* containerd ≥ 2.1 special-cases loopback registries without configuration (HTTPS first, then an
-  HTTP fallback, TLS verification skipped); 1.6-2.0 use plain HTTPS, which is what is returned here.
+* An endpoint listed twice (containerd 1.x needs the ``server`` repeated as a ``[host]`` table)
+  is returned once, where it first appears, with that entry's settings; it is the upstream when
+  the ``server`` repeats it. containerd tries it twice, but it is the same endpoint: one probe.
 * ``[header]`` tables and ``dial_timeout`` are accepted but not represented in :class:`Endpoint`.
+* The HTTP fallback that containerd 1.6.24+/1.7.7+ also applies to an explicitly ``http://`` host
+  with TLS settings (``ca``, ``client``, ``skip_verify``) is not modelled; such a host is probed
+  over plain HTTP.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import posixpath
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +68,10 @@ __all__ = [
     "DEFAULT_CAPABILITIES",
     "HostDirLookup",
     "HostsConfigError",
+    "LoopbackRule",
     "host_dir_lookup",
+    "is_loopback_registry",
+    "loopback_rule",
     "registry_endpoints",
     "split_host_port",
 ]
@@ -50,6 +80,13 @@ DEFAULT_CAPABILITIES: tuple[str, ...] = ("pull", "resolve", "push")
 _KNOWN_CAPABILITIES = frozenset(DEFAULT_CAPABILITIES)
 _DOCKER_HUB = "docker.io"
 _DOCKER_HUB_API = "registry-1.docker.io"
+
+_Version = tuple[int, int, int]
+_VERSION = re.compile(r"v?(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?")
+
+#: How containerd reaches a loopback registry that has no ``server`` (module docstring's table):
+#: like any registry, plain HTTP, or HTTPS first with a plain-HTTP fallback (two port rules).
+LoopbackRule = Literal["https", "http", "fallback", "fallback-2.1"]
 
 
 class HostsConfigError(ValueError):
@@ -100,6 +137,7 @@ class _HostConfig:
     skip_verify: bool = False
     override_path: bool = False
     role: str = "upstream"
+    http_fallback: bool = False  # HTTPS first, plain HTTP when the server answers plain HTTP
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -149,38 +187,92 @@ def registry_endpoints(
     Raises :class:`HostsConfigError` when the hosts.toml in use is invalid; its ``fallback`` holds
     the endpoints containerd uses instead (it logs the error and reads the certificate files).
     """
+    rule = loopback_rule(containerd_version)
     lookup = host_dir_lookup(registry_host, config_path)
     if lookup.found is None:
-        return _endpoints(registry_host, [_HostConfig()], "")
+        return _endpoints(registry_host, [_HostConfig()], "", rule)
     directory = Path(lookup.found)
     if not directory.is_dir():
         raise HostsConfigError(str(directory), "is not a directory")
     hosts_toml = directory / "hosts.toml"
     data = _read_bytes(hosts_toml)
     if not data:
-        return _endpoints(registry_host, [_cert_files_config(directory)], "")
+        return _endpoints(registry_host, [_cert_files_config(directory)], "", rule)
     try:
         configs = _parse_hosts_toml(hosts_toml, data, _needs_host_table(containerd_version))
-        return _endpoints(registry_host, configs, str(hosts_toml))
+        return _endpoints(registry_host, configs, str(hosts_toml), rule)
     except HostsConfigError as exc:
         try:
-            exc.fallback = _endpoints(registry_host, [_cert_files_config(directory)], "")
+            exc.fallback = _endpoints(registry_host, [_cert_files_config(directory)], "", rule)
         except HostsConfigError:
             exc.fallback = []
         raise
 
 
-def _endpoints(registry_host: str, configs: list[_HostConfig], config_file: str) -> list[Endpoint]:
-    filled = _fill_default(registry_host, configs)
-    return [_to_endpoint(registry_host, c, config_file) for c in filled]
+def is_loopback_registry(registry_host: str) -> bool:
+    """containerd's ``docker.IsLocalhost``: ``localhost`` or a loopback IP literal, any port.
+
+    Only the literal name ``localhost`` counts; a name that merely resolves to 127.0.0.1 (such as
+    ``registry.localtest.me``) does not. Like Go's ``net.ParseIP``, an IPv4-mapped IPv6 loopback
+    (``::ffff:127.0.0.1``) counts, a bracketed address without a port does not.
+    """
+    host, _ = _host_and_port(registry_host)
+    if host == "localhost":
+        return True
+    if "%" in host:  # a zone: Go's ParseIP rejects it
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def loopback_rule(containerd_version: str | None) -> LoopbackRule:
+    """The loopback family of a runtime version (``"1.6.20~ds1"``, ``"v2.1.3"``); an unknown or
+    unparsable version gets the newest family (see the module docstring)."""
+    version = _version(containerd_version)
+    if version is None or version >= (2, 1, 0):
+        return "fallback-2.1"
+    if version >= (1, 7, 0):
+        return "fallback" if version >= (1, 7, 7) else "http"
+    if version >= (1, 6, 24):
+        return "fallback"
+    return "http" if version >= (1, 6, 9) else "https"
+
+
+def _endpoints(
+    registry_host: str, configs: list[_HostConfig], config_file: str, rule: LoopbackRule
+) -> list[Endpoint]:
+    """The endpoints in the runtime's order, each distinct (scheme, host, port, path) once."""
+    filled = _fill_default(registry_host, configs, rule)
+    unique: dict[tuple[str, str, int, str], Endpoint] = {}
+    for config in filled:
+        endpoint = _to_endpoint(registry_host, config, config_file)
+        key = (endpoint.scheme, endpoint.host.lower(), endpoint.port, endpoint.path)
+        kept = unique.get(key)
+        if kept is None:
+            unique[key] = endpoint
+        elif endpoint.role == "upstream" and kept.role == "mirror":
+            unique[key] = kept.model_copy(update={"role": "upstream"})  # the server repeats it
+    return list(unique.values())
+
+
+def _version(text: str | None) -> _Version | None:
+    """(major, minor, patch) from a runtime version string, None when it has none."""
+    match = _VERSION.match(text.strip()) if text else None
+    if match is None:
+        return None
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
 
 
 def _needs_host_table(containerd_version: str | None) -> bool:
     """containerd < 2.0 (go-toml v1) fails a hosts.toml that has no ``[host]`` table."""
-    if not containerd_version:
-        return False
-    major = containerd_version.lstrip("v").split(".", 1)[0]
-    return major.isdigit() and int(major) < 2
+    version = _version(containerd_version)
+    return version is not None and version < (2, 0, 0)
 
 
 # --- directory lookup ---------------------------------------------------------------------------
@@ -386,7 +478,9 @@ def _cert_files_config(directory: Path) -> _HostConfig:
 # --- defaults and conversion --------------------------------------------------------------------
 
 
-def _fill_default(registry_host: str, configs: list[_HostConfig]) -> list[_HostConfig]:
+def _fill_default(
+    registry_host: str, configs: list[_HostConfig], rule: LoopbackRule
+) -> list[_HostConfig]:
     """Give the last entry the registry itself when no ``server`` named one."""
     last = configs[-1]
     if not last.netloc:
@@ -394,10 +488,25 @@ def _fill_default(registry_host: str, configs: list[_HostConfig]) -> list[_HostC
             last.scheme, last.netloc = "https", _DOCKER_HUB_API
         else:
             last.scheme, last.netloc = "https", registry_host
+            if is_loopback_registry(registry_host):
+                _loopback_default(last, _host_and_port(registry_host)[1], rule)
         last.path = "/v2"
         last.capabilities = list(DEFAULT_CAPABILITIES)
         last.role = "upstream"
     return configs
+
+
+def _loopback_default(config: _HostConfig, port: str, rule: LoopbackRule) -> None:
+    """containerd's ``ConfigureHosts`` default for a loopback registry (``port`` as written)."""
+    if rule == "https":
+        return
+    if rule == "http" or port == "80" or (rule == "fallback" and not port):
+        config.scheme = "http"
+        config.skip_verify = rule != "fallback-2.1"  # containerd sets it; no TLS is spoken
+        return
+    config.scheme = "https"
+    config.skip_verify = True
+    config.http_fallback = not (rule == "fallback-2.1" and port in ("", "443"))
 
 
 def _is_registry_itself(registry_host: str, config: _HostConfig) -> bool:
@@ -425,6 +534,7 @@ def _to_endpoint(registry_host: str, config: _HostConfig, config_file: str) -> E
         ca_files=config.ca_files,
         client_certs=config.client_certs,
         skip_verify=config.skip_verify,
+        http_fallback=config.http_fallback,
         override_path=config.override_path,
         namespace=registry_host if _is_proxy(registry_host, config.netloc) else "",
         config_file=config_file,
@@ -436,6 +546,20 @@ def _is_proxy(registry_host: str, netloc: str) -> bool:
     if registry_host == netloc:
         return False
     return not (registry_host == _DOCKER_HUB and netloc == _DOCKER_HUB_API)
+
+
+def _host_and_port(netloc: str) -> tuple[str, str]:
+    """Go's ``net.SplitHostPort`` where it succeeds, else (``netloc``, ``""``): the port as
+    written, ``""`` when there is none (a bracketed address without a port keeps its brackets)."""
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end > 0 and netloc[end + 1 : end + 2] == ":":
+            return netloc[1:end], netloc[end + 2 :]
+        return netloc, ""
+    if netloc.count(":") == 1:
+        host, _, port = netloc.partition(":")
+        return host, port
+    return netloc, ""
 
 
 def _port(text: str, netloc: str) -> int:

@@ -170,6 +170,10 @@ class Endpoint(_Model):
     ca_files: list[str] = []
     client_certs: list[tuple[str, str]] = []  # (cert, key) paths
     skip_verify: bool = False
+    # HTTPS is tried first and plain HTTP when the server answers plain HTTP (containerd's
+    # default for loopback registries since 1.6.24/1.7.7; see agent.hosts). In a report, an
+    # http:// endpoint with this set is one the probes reached through that fallback.
+    http_fallback: bool = False
     override_path: bool = False
     namespace: str = ""  # original registry host when a mirror serves it (sent as ?ns=)
     config_file: str = ""  # the hosts.toml that defined it, "" when defaulted

@@ -23,7 +23,7 @@ from typing import Literal
 from agent import __version__
 from agent.credentials import Credential, Keyring
 from agent.cri import CriClient, CriError, RuntimeUnavailable, connect
-from agent.diagnosis import classify_error, diagnose, remedy, sanitize_error
+from agent.diagnosis import classify_error, diagnose, path_findings, remedy, sanitize_error
 from agent.hosts import HostsConfigError, registry_endpoints
 from agent.models import (
     Cause,
@@ -36,7 +36,7 @@ from agent.models import (
     PullTestResult,
     RuntimeInfo,
 )
-from agent.probes import ProbeContext, probe_registry
+from agent.probes import ProbeContext, RegistryProbe
 from agent.reference import InvalidReference, Reference, is_registry_only, parse, parse_registry
 
 __all__ = ["NodeSettings", "PullTestRequest", "node_name", "run_probe", "run_pull_test"]
@@ -120,6 +120,37 @@ def _credentials_for(ref: Reference, req: PullTestRequest) -> list[Credential | 
     return [None]
 
 
+# causes whose answer depends on who asks: a registry refusing an anonymous pull says 401 or 403,
+# and registries that hide private repositories (Docker Hub, GHCR) say "not found" to strangers
+_IDENTITY_CAUSES = frozenset({Cause.UNAUTHORIZED, Cause.FORBIDDEN, Cause.REPOSITORY_NOT_FOUND})
+
+
+def _explain_credentials(
+    result: PullTestResult | ProbeReport, req: PullTestRequest, ref: Reference
+) -> None:
+    """A docker config was given but none of its entries matched: say why, name the key to add."""
+    if req.credential is not None or req.keyring is None:
+        return
+    match = req.keyring.explain(ref)
+    if match.matched:
+        return
+    result.warnings.append(f"{match.describe()} The test ran without credentials.")
+    if result.success or result.cause not in _IDENTITY_CAUSES:
+        return
+    result.summary += f"; no pull-secret entry matched {ref.domain}, so the test ran anonymously"
+    if result.cause is Cause.UNAUTHORIZED:
+        lead = (
+            f"No pull-secret entry matches {ref.domain}: {match.fix}; kubelet needs the same "
+            "host and port (the warnings list the entries and why none matched)."
+        )
+    else:
+        lead = (
+            f"No pull-secret entry matched {ref.domain}, so the registry saw an anonymous pull; "
+            f"if the repository is private, {match.fix}."
+        )
+    result.remedy = f"{lead} {result.remedy}".rstrip()
+
+
 def _probe_context(
     settings: NodeSettings,
     creds: list[Credential | None],
@@ -141,31 +172,18 @@ def _probe_context(
     )
 
 
-def _warnings(reports: list[EndpointReport]) -> list[str]:
-    """Failed endpoints next to a working one: the pull works, but not the way it was meant to."""
-    if not any(r.success for r in reports):
-        return []
-    return [
-        f"{r.endpoint.role} {r.endpoint.url} failed ({r.cause}): {r.summary}"
-        for r in reports
-        if not r.success
-    ]
-
-
 async def _probe(
-    registry: str,
-    endpoints: list[Endpoint],
-    ctx: ProbeContext,
-    clock: _Clock,
-    progress: Progress,
+    registry: str, probing: RegistryProbe, clock: _Clock, progress: Progress
 ) -> list[EndpointReport]:
     start = time.monotonic()
-    progress(f"probing {len(endpoints)} endpoint(s) for {registry}")
-    reports = await probe_registry(endpoints, ctx)
-    ok = any(r.success for r in reports)
-    detail = ", ".join(f"{r.endpoint.url} {'ok' if r.success else r.cause}" for r in reports)
-    clock.add("probe", ok, start, detail)
+    progress(f"probing {len(probing.chains)} endpoint(s) for {registry}")
+    reports = await probing.run()
+    clock.add("probe", any(r.success for r in reports), start, _probe_detail(reports))
     return reports
+
+
+def _probe_detail(reports: list[EndpointReport]) -> str:
+    return ", ".join(f"{r.endpoint.url} {'ok' if r.success else r.cause}" for r in reports)
 
 
 async def _runtime_info(client: CriClient) -> RuntimeInfo:
@@ -314,7 +332,9 @@ class _Session:
         # set when a guard stopped the pull before any download
         self.refused: Literal["", "image_too_large", "insufficient_space"] = ""
         self.refusal = ""
+        self._registry: RegistryProbe | None = None
         self._probes: asyncio.Task[list[EndpointReport]] | None = None
+        self._probes_started = 0.0
 
     async def run(self) -> None:
         start = time.monotonic()
@@ -389,8 +409,10 @@ class _Session:
         ctx = _probe_context(self.settings, self.creds, self.ref, self.deadline)
         if self.req.max_image_size and self.req.mode == "pull":
             ctx.measure_size_for = node_platform()
+        self._registry = RegistryProbe(endpoints, ctx)
+        self._probes_started = time.monotonic()
         self._probes = asyncio.create_task(
-            _probe(self.ref.registry_host, endpoints, ctx, self.clock, self.say)
+            _probe(self.ref.registry_host, self._registry, self.clock, self.say)
         )
 
     async def _await_probes(self) -> None:
@@ -404,11 +426,25 @@ class _Session:
             async with asyncio.timeout(max(self.deadline - time.monotonic(), 0) + grace):
                 self.reports = await self._probes
         except TimeoutError:
-            self.warnings.append(f"registry probes did not finish within {self.req.timeout:g} s")
+            self._keep_probes(Cause.TIMEOUT, "no answer before the test deadline")
 
     def stop_probes(self) -> None:
-        if self._probes is not None and not self._probes.done():
-            self._probes.cancel()
+        """Cancel probes still running; the result keeps what they found (see _keep_probes)."""
+        self._keep_probes(Cause.CANCELLED, "cancelled before it finished")
+
+    def _keep_probes(self, cause: Cause, reason: str) -> None:
+        """Stop the probes if they still run and keep their evidence: finished chains as they
+        are, each running chain with its finished probes and the step in flight marked cut."""
+        task = self._probes
+        if task is None or self._registry is None or self.reports:
+            return
+        if task.done() and not task.cancelled() and task.exception() is None:
+            self.reports = task.result()  # finished just before it was asked for
+            return
+        task.cancel()
+        self.reports = self._registry.so_far(cause, reason)
+        detail = f"{reason}: {_probe_detail(self.reports)}"
+        self.clock.add("probe", False, self._probes_started, detail)
 
 
 def _finish(result: PullTestResult, clock: _Clock) -> PullTestResult:
@@ -463,9 +499,10 @@ async def run_pull_test(
     result.image_info = outcome.image_info
     result.credentials = outcome.attempts
     result.warnings = session.warnings
-    result.endpoints = [] if outcome.cancelled else session.reports
+    result.endpoints = session.reports
     if outcome.cancelled:
         _fail(result, Cause.CANCELLED, f"the pull of {ref.kubelet_image} was cancelled")
+        result.findings = path_findings(session.reports)
     elif session.refused:
         result.refused, result.summary = session.refused, session.refusal
     elif session.unavailable is not None and req.mode == "pull":
@@ -476,6 +513,7 @@ async def run_pull_test(
         _verdict(result, outcome.error, req, settings.registry_config_path.split(":")[0])
         if not result.success and session.hosts_problem:
             result.remedy += f" Note: {session.hosts_problem}."
+    _explain_credentials(result, req, ref)
     return _finish(result, clock)
 
 
@@ -485,13 +523,20 @@ def _verdict(
     """Success, or the diagnosis from the runtime error and the probe evidence."""
     reports = result.endpoints
     text = sanitize_error(error.details) if error is not None else None
-    diagnosis = diagnose(
-        image=result.reference,
-        runtime_error=text,
-        grpc_code=error.code.name if error is not None and error.code is not None else None,
-        reports=reports if (error is not None or req.mode == "resolve") else [],
-        platform=node_platform(),
-        hosts_dir=hosts_dir,
+    code = error.code.name if error is not None and error.code is not None else None
+    # a pull that worked needs no diagnosis: what failed on the way is a finding
+    diagnosis = (
+        None
+        if error is None and req.mode == "pull"
+        else diagnose(
+            image=result.reference,
+            runtime_error=text,
+            grpc_code=code,
+            reports=reports,
+            platform=node_platform(),
+            hosts_dir=hosts_dir,
+            deadline=req.timeout if code == "DEADLINE_EXCEEDED" else None,
+        )
     )
     if diagnosis is None:
         working = next((r for r in reports if r.success), None)
@@ -501,13 +546,11 @@ def _verdict(
         digest = f" ({info.repo_digest or info.image_id})" if info and info.image_id else ""
         result.success = True
         result.summary = f"{verb} {result.reference}{digest}{via}"
-        result.warnings += _warnings(reports)
+        result.findings = path_findings(reports)
         return
-    summary = diagnosis.summary
-    if error is not None and error.code is not None and error.code.name == "DEADLINE_EXCEEDED":
-        summary = f"the pull did not finish within {req.timeout:g} s; {summary}"
-    result.success, result.cause, result.summary = False, diagnosis.cause, summary
+    result.success, result.cause, result.summary = False, diagnosis.cause, diagnosis.summary
     result.remedy = diagnosis.remedy
+    result.findings = diagnosis.findings
     result.runtime_error = text or ""
 
 
@@ -547,7 +590,7 @@ async def run_probe(
     creds = _credentials_for(ref, req) if ref is not None else [credential]
     endpoints, warning = _endpoints(report.registry, settings, None)
     ctx = _probe_context(settings, creds, ref)
-    reports = await _probe(report.registry, endpoints, ctx, clock, say)
+    reports = await _probe(report.registry, RegistryProbe(endpoints, ctx), clock, say)
     report.endpoints, report.warnings = reports, [warning] if warning else []
     report.success = any(r.success for r in reports)
     diagnosis = diagnose(
@@ -559,13 +602,15 @@ async def run_probe(
     )
     if diagnosis is not None:
         report.cause, report.summary = diagnosis.cause, diagnosis.summary
-        report.remedy = diagnosis.remedy
+        report.remedy, report.findings = diagnosis.remedy, diagnosis.findings
     elif report.success:
         working = next(r for r in reports if r.success)
         report.summary = f"{report.registry} reachable via {working.endpoint.url}"
-        report.warnings += _warnings(reports)
+        report.findings = path_findings(reports)
     else:
         report.cause = Cause.UNKNOWN
         report.summary = f"no endpoint to probe for {report.registry}"
+    if ref is not None:
+        _explain_credentials(report, req, ref)
     report.duration_ms = clock.elapsed_ms()
     return report

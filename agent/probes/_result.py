@@ -3,37 +3,23 @@
 from __future__ import annotations
 
 import base64
-import re
 import time
+from collections.abc import Iterable
 from typing import Literal
 
 from agent.models import Cause, Evidence, Phase, ProbeResult
 from agent.probes._context import ProbeContext
+from agent.redaction import redact_text
 
 __all__ = ["ResultBuilder", "redact"]
 
 ProbeName = Literal["dns", "tcp", "tls", "http", "token", "manifest"]
 
-_AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{6,})")
-_TOKEN_FIELD = re.compile(
-    r"(?i)\b((?:access_|refresh_|identity_)?token|password|secret)(=|\"\s*:\s*\")[^\s\"',&;]+"
-)
 
-
-def redact(text: str, secrets: list[str]) -> str:
-    """``text`` as one line with every known secret, auth header value and token field masked."""
-    line = " ".join(text.split())
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        line = line.replace(secret, "<redacted>")
-    line = _AUTH_VALUE.sub(_mask_auth_value, line)
-    return _TOKEN_FIELD.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", line)
-
-
-def _mask_auth_value(match: re.Match[str]) -> str:
-    value = match.group(2)
-    if value.isalpha() and value.islower():  # prose ("basic auth", 'Bearer realm=…'), not a secret
-        return match.group(0)
-    return f"{match.group(1)} <redacted>"
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` as one line, redacted (:func:`agent.redaction.redact_text`) with the known
+    ``secrets``."""
+    return redact_text(" ".join(text.split()), secrets)
 
 
 def _all_secrets(ctx: ProbeContext) -> list[str]:

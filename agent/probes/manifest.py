@@ -45,7 +45,7 @@ from agent.probes._prereq import target_address
 from agent.probes._result import ResultBuilder
 from agent.probes.token import basic_authorization, credential_label, obtain_token, pull_scope
 
-__all__ = ["MANIFEST_ACCEPT", "probe_manifest"]
+__all__ = ["MANIFEST_ACCEPT", "manifest_url", "probe_manifest"]
 
 # containerd's resolve Accept header (core/remotes/docker/resolver.go), in its order
 MANIFEST_ACCEPT = ", ".join(
@@ -73,8 +73,8 @@ async def probe_manifest(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
         result = ResultBuilder("manifest", endpoint.url, ctx)
         result.phase("skip", True, time.monotonic(), "no repository/tag to check")
         return result.ok()
-    query = urlencode({"ns": endpoint.namespace}) if endpoint.namespace else ""
-    url = url_for(endpoint, f"{endpoint.path}/{repository}/manifests/{obj}", query)
+    query = _namespace_query(endpoint)
+    url = manifest_url(endpoint, repository, obj)
     result = ResultBuilder("manifest", url, ctx)
     evidence = ManifestEvidence(url=url)
     target = await target_address(endpoint, ctx)
@@ -92,6 +92,17 @@ async def probe_manifest(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
         if cause == Cause.TIMEOUT:
             reason = f"{reason} after {ctx.timeout:.3g} s"
         return result.fail(cause, f"{evidence.method} {url} ({target}): {reason}", evidence)
+
+
+def manifest_url(endpoint: Endpoint, repository: str, reference: str) -> str:
+    """``<endpoint>/<repository>/manifests/<tag|digest>`` as containerd asks it (``?ns=`` on
+    mirrors)."""
+    path = f"{endpoint.path}/{repository}/manifests/{reference}"
+    return url_for(endpoint, path, _namespace_query(endpoint))
+
+
+def _namespace_query(endpoint: Endpoint) -> str:
+    return urlencode({"ns": endpoint.namespace}) if endpoint.namespace else ""
 
 
 async def _probe(
@@ -306,7 +317,7 @@ async def _measure_size(
     platform = ctx.measure_size_for or ""
     evidence.platform = platform
     ref = evidence.digest or (ctx.tag_or_digest or "")
-    document = await _get_json(client, endpoint, ctx, repository, ref, query, result)
+    document = await _get_json(client, endpoint, ctx, repository, ref, result)
     if document is not None and document.get("mediaType", evidence.media_type) in _INDEX_TYPES:
         os_name, _, arch = platform.partition("/")
         chosen = next(
@@ -321,9 +332,7 @@ async def _measure_size(
         )
         document = None
         if chosen is not None and isinstance(chosen.get("digest"), str):
-            document = await _get_json(
-                client, endpoint, ctx, repository, chosen["digest"], query, result
-            )
+            document = await _get_json(client, endpoint, ctx, repository, chosen["digest"], result)
     if document is None:
         return
     parts = [document.get("config", {}), *document.get("layers", [])]
@@ -342,10 +351,9 @@ async def _get_json(
     ctx: ProbeContext,
     repository: str,
     ref: str,
-    query: str,
     result: ResultBuilder,
 ) -> dict[str, Any] | None:
-    url = url_for(endpoint, f"{endpoint.path}/{repository}/manifests/{ref}", query)
+    url = manifest_url(endpoint, repository, ref)
     reply = await _authorized(client, endpoint, ctx, "GET", url, result)
     if reply.status != 200:
         return None

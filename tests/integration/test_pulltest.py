@@ -18,7 +18,7 @@ import pytest
 from agent.credentials import Credential, load_docker_config
 from agent.cri import connect
 from agent.models import Cause, PullTestResult
-from agent.pulltest import NodeSettings, PullTestRequest, run_pull_test
+from agent.pulltest import NodeSettings, PullTestRequest, run_probe, run_pull_test
 from lab.info import LabInfo
 
 pytestmark = pytest.mark.lab
@@ -298,7 +298,10 @@ def test_mirror_failure_reported_even_when_pull_succeeds(node: NodeSettings, lab
     roles = [(e.endpoint.role, e.success, e.cause) for e in result.endpoints]
     assert roles[0] == ("mirror", False, Cause.CONNECTION_REFUSED)
     assert roles[-1][:2] == ("upstream", True)
-    assert any("refused.pullcheck.test:15098" in w for w in result.warnings)
+    [finding] = result.findings  # a failure on the path, not a note: findings, not warnings
+    assert finding.cause is Cause.CONNECTION_REFUSED and finding.source == "probe"
+    assert finding.endpoint == "http://refused.pullcheck.test:15098/v2"
+    assert not any("refused.pullcheck.test:15098" in w for w in result.warnings)
 
 
 def test_docker_hub_through_mirror(node: NodeSettings, lab: LabInfo) -> None:
@@ -351,3 +354,75 @@ def test_free_space_guard(node: NodeSettings, lab: LabInfo) -> None:
     assert result.refused == "insufficient_space" and "below the minimum" in result.summary
     assert "pull" not in {p.name for p in result.phases}
     assert _run(node, lab.images["good"], min_free_space=1024).success
+
+
+# --- a docker config whose entries all miss the image ---------------------------------------
+
+
+def test_no_matching_pull_secret_entry_is_explained(
+    node: NodeSettings, lab: LabInfo, tmp_path: Path
+) -> None:
+    """The most common real cause: the secret has entries, none for this registry and port."""
+    registry = lab.registries["auth"]  # host:port of the htpasswd registry
+    hostname = registry.rsplit(":", 1)[0]
+    port = registry.rsplit(":", 1)[1]
+    account = (lab.username, lab.password)
+    config = _docker_config(
+        tmp_path, {lab.registries["plain"]: account, "quay.io": account, hostname: account}
+    )
+    result = _failed(
+        _run(node, lab.images["private"], keyring=load_docker_config(config)), Cause.UNAUTHORIZED
+    )
+    assert [a.source for a in result.credentials] == ["anonymous"]
+    [warning] = [w for w in result.warnings if "none matches" in w]
+    assert warning.startswith(f"docker-config:{config} has 3 entries, but none matches {registry}/")
+    assert (
+        f"Near miss: {hostname} — same host, other port: ports must be equal "
+        f"(the key has none, the image has :{port})"
+    ) in warning
+    assert f"Other entries: quay.io, {lab.registries['plain']} — other hosts" in warning
+    assert f"no pull-secret entry matched {registry}, so the test ran anonymously" in result.summary
+    assert result.remedy.startswith(
+        f'No pull-secret entry matches {registry}: add an entry for "{registry}"'
+    )
+    assert lab.password not in result.model_dump_json()
+
+    fixed = _docker_config(tmp_path, {hostname: account, registry: account})
+    passed = _run(node, lab.images["private"], keyring=load_docker_config(fixed))
+    assert passed.success, passed.summary
+    assert [a.source for a in passed.credentials] == [f"docker-config:{fixed}[{registry}]"]
+    assert not any("none matches" in w for w in passed.warnings)
+
+
+def test_probe_explains_a_pull_secret_without_a_matching_entry(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    registry = lab.registries["auth"]
+    config = _docker_config(tmp_path, {"quay.io": (lab.username, lab.password)})
+    node = NodeSettings(
+        resolv_conf=Path(lab.resolv_conf), registry_config_path=lab.registry_config_path
+    )
+    report = asyncio.run(run_probe(lab.images["private"], node, keyring=load_docker_config(config)))
+    assert not report.success and report.cause is Cause.UNAUTHORIZED, report.summary
+    [warning] = [w for w in report.warnings if "none matches" in w]
+    assert f"docker-config:{config} has 1 entry" in warning and "quay.io — another host" in warning
+    assert f"no pull-secret entry matched {registry}" in report.summary
+    assert f'add an entry for "{registry}"' in report.remedy
+
+
+def test_unmatched_pull_secret_on_public_and_denied_images(
+    node: NodeSettings, lab: LabInfo, tmp_path: Path
+) -> None:
+    """A public image only gets the warning; a 403 gets a hedged remedy (the repo may be open)."""
+    keyring = load_docker_config(_docker_config(tmp_path, {"quay.io": ("someone", "something")}))
+    public = _run(node, lab.images["good"], mode="resolve", keyring=keyring)
+    assert public.success, public.summary
+    assert any("none matches" in w and "quay.io — another host" in w for w in public.warnings)
+    assert "pull-secret" not in public.summary and not public.remedy
+    denied = _failed(_run(node, lab.images["denied"], keyring=keyring), Cause.FORBIDDEN)
+    registry = lab.images["denied"].split("/", 1)[0]
+    assert f"no pull-secret entry matched {registry}" in denied.summary
+    assert denied.remedy.startswith(
+        f"No pull-secret entry matched {registry}, so the registry saw an anonymous pull; "
+        f'if the repository is private, add an entry for "{registry}".'
+    )

@@ -9,6 +9,8 @@ import pytest
 from agent.hosts import (
     HostsConfigError,
     host_dir_lookup,
+    is_loopback_registry,
+    loopback_rule,
     registry_endpoints,
     split_host_port,
 )
@@ -332,3 +334,146 @@ def test_invalid_toml_carries_fallback(tmp_path: Path) -> None:
     with pytest.raises(HostsConfigError) as info:
         registry_endpoints("docker.io", str(tmp_path))
     assert [e.url for e in info.value.fallback] == ["https://registry-1.docker.io/v2"]
+
+
+# --- loopback registries (containerd's docker.IsLocalhost default) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("registry", "version", "url", "skip_verify", "fallback"),
+    [
+        # the lab's containerd: plain HTTP for any loopback literal and for "localhost"
+        ("127.0.0.1:15000", "1.6.20~ds1", "http://127.0.0.1:15000/v2", True, False),
+        ("localhost:15000", "1.6.20~ds1", "http://localhost:15000/v2", True, False),
+        ("127.0.0.2:5000", "1.6.20~ds1", "http://127.0.0.2:5000/v2", True, False),
+        ("[::1]:5000", "v1.7.2", "http://[::1]:5000/v2", True, False),
+        ("[::ffff:127.0.0.1]:5000", "1.7.6", "http://[::ffff:127.0.0.1]:5000/v2", True, False),
+        # before 1.6.9 a config_path turned the loopback default off: https like any registry
+        ("127.0.0.1:5000", "1.6.8", "https://127.0.0.1:5000/v2", False, False),
+        # 1.6.24+ / 1.7.7+ / 2.0: HTTPS first without verification, then plain HTTP
+        ("127.0.0.1:5000", "1.6.24", "https://127.0.0.1:5000/v2", True, True),
+        ("127.0.0.1:5000", "1.7.7", "https://127.0.0.1:5000/v2", True, True),
+        ("localhost:443", "2.0.1", "https://localhost:443/v2", True, True),
+        ("localhost", "2.0.1", "http://localhost/v2", True, False),
+        ("localhost:80", "2.0.1", "http://localhost:80/v2", True, False),
+        # 2.1+: no port or 443 → https only (unverified); 80 → http; other ports → fallback
+        ("localhost", "2.1.0", "https://localhost/v2", True, False),
+        ("localhost:443", "2.1.4", "https://localhost:443/v2", True, False),
+        ("localhost:80", "2.1.4", "http://localhost:80/v2", False, False),
+        ("localhost:5000", "2.2.0", "https://localhost:5000/v2", True, True),
+        # unknown or unparsable version: the newest family
+        ("localhost:5000", None, "https://localhost:5000/v2", True, True),
+        ("localhost:5000", "devel", "https://localhost:5000/v2", True, True),
+        # not loopback by containerd's rule: names that resolve there, other addresses
+        (
+            "plain.pullcheck.test:15000",
+            "1.6.20~ds1",
+            "https://plain.pullcheck.test:15000/v2",
+            False,
+            False,
+        ),
+        (
+            "localhost.localdomain:5000",
+            "1.6.20",
+            "https://localhost.localdomain:5000/v2",
+            False,
+            False,
+        ),
+        ("10.0.0.1:5000", "1.6.20", "https://10.0.0.1:5000/v2", False, False),
+        ("[::2]:5000", "1.6.20", "https://[::2]:5000/v2", False, False),
+    ],
+)
+def test_loopback_registry_without_hosts_toml(
+    tmp_path: Path,
+    registry: str,
+    version: str | None,
+    url: str,
+    skip_verify: bool,
+    fallback: bool,
+) -> None:
+    [ep] = registry_endpoints(registry, str(tmp_path), containerd_version=version)
+    assert (ep.url, ep.skip_verify, ep.http_fallback) == (url, skip_verify, fallback)
+    assert ep.scheme == url.partition(":")[0] and ep.role == "upstream" and ep.namespace == ""
+
+
+def test_is_loopback_registry_is_containerds_is_localhost() -> None:
+    loopback = ["localhost", "localhost:5000", "127.0.0.1", "127.9.9.9:1", "[::1]:5000", "::1"]
+    loopback.append("[::ffff:127.0.0.1]:80")
+    assert all(is_loopback_registry(r) for r in loopback)
+    other = ["LOCALHOST:5000", "localhost.:5000", "my.localhost:5000", "127.0.0.1.nip.io:5000"]
+    other += ["[::1]", "[::1%lo]:5000", "0.0.0.0:5000", "[::]:5000", "128.0.0.1:5000", ""]
+    assert not any(is_loopback_registry(r) for r in other)
+
+
+def test_loopback_rule_per_version() -> None:
+    assert [
+        loopback_rule(v)
+        for v in ("1.5.18", "1.6.8", "1.6.9", "1.6.23", "1.6.24", "1.7.6", "1.7.27", "2.0.5")
+    ] == ["https", "https", "http", "http", "fallback", "http", "fallback", "fallback"]
+    assert loopback_rule("2.1.0") == loopback_rule("v3.0.0") == loopback_rule("") == "fallback-2.1"
+
+
+def test_loopback_default_applies_to_a_hosts_toml_without_server(tmp_path: Path) -> None:
+    _hosts(tmp_path, "127.0.0.1:5000", '[host."http://mirror.test:5000"]\n')
+    mirror, upstream = registry_endpoints(
+        "127.0.0.1:5000", str(tmp_path), containerd_version="1.6.20"
+    )
+    assert mirror.url == "http://mirror.test:5000/v2" and mirror.namespace == "127.0.0.1:5000"
+    assert upstream.url == "http://127.0.0.1:5000/v2" and upstream.role == "upstream"
+
+
+def test_loopback_default_applies_when_the_runtime_ignores_hosts_toml(tmp_path: Path) -> None:
+    _hosts(tmp_path, "localhost:5000", 'server = "https://localhost:5000"\nca = "ca.pem"\n')
+    with pytest.raises(HostsConfigError, match="invalid `host` tree") as info:
+        registry_endpoints("localhost:5000", str(tmp_path), containerd_version="1.6.20~ds1")
+    [fallback] = info.value.fallback
+    assert fallback.url == "http://localhost:5000/v2" and fallback.skip_verify
+
+
+def test_explicit_server_is_kept_for_loopback(tmp_path: Path) -> None:
+    _hosts(
+        tmp_path,
+        "127.0.0.1:5000",
+        'server = "https://127.0.0.1:5000"\n[host."https://127.0.0.1:5000"]\n',
+    )
+    [ep] = registry_endpoints("127.0.0.1:5000", str(tmp_path), containerd_version="1.6.20")
+    assert ep.url == "https://127.0.0.1:5000/v2" and not ep.skip_verify and not ep.http_fallback
+
+
+# --- one endpoint, one entry --------------------------------------------------------------------
+
+
+def test_server_repeated_as_host_table_is_one_endpoint(tmp_path: Path) -> None:
+    """The form containerd 1.x needs: the server again as a [host] table."""
+    path = _hosts(
+        tmp_path,
+        "plain.test_15000_",
+        'server = "http://plain.test:15000"\n\n'
+        '[host."http://plain.test:15000"]\n  capabilities = ["pull", "resolve"]\n',
+    )
+    [ep] = registry_endpoints("plain.test:15000", str(tmp_path), containerd_version="1.6.20")
+    assert ep.url == "http://plain.test:15000/v2" and ep.role == "upstream"
+    assert ep.capabilities == ["pull", "resolve"]  # the first occurrence's settings
+    assert ep.config_file == str(path)
+
+
+def test_repeated_mirror_keeps_runtime_order_and_first_settings(tmp_path: Path) -> None:
+    _hosts(
+        tmp_path,
+        "reg.test",
+        """
+server = "https://mirror-a.test"
+[host."https://mirror-a.test"]
+  capabilities = ["pull"]
+[host."https://mirror-b.test"]
+[host."https://MIRROR-A.test/"]
+[host."https://mirror-a.test/other"]
+""",
+    )
+    eps = registry_endpoints("reg.test", str(tmp_path))
+    assert [(e.url, e.role) for e in eps] == [
+        ("https://mirror-a.test/v2", "upstream"),  # the server repeats it: it is the upstream
+        ("https://mirror-b.test/v2", "mirror"),
+        ("https://mirror-a.test/other/v2", "mirror"),  # another path is another endpoint
+    ]
+    assert eps[0].capabilities == ["pull"] and eps[0].namespace == "reg.test"
