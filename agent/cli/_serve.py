@@ -1,17 +1,31 @@
-"""Running an ASGI app with uvicorn for ``pullcheck agent`` / ``pullcheck aggregator``."""
+"""Running an ASGI app with uvicorn for ``pullcheck agent`` / ``pullcheck aggregator``.
+
+The HTTP/1.1 protocol is h11 with a bounded request head. With uvicorn's default, httptools, a
+header section of any size is buffered before the app sees it (only a URL over 64 KiB is refused,
+by the URL parser's 16-bit offsets); h11 refuses a head still incomplete past
+``h11_max_incomplete_event_size`` (uvicorn answers a plain 400 and logs no request line). A head
+that arrives whole in one read (at most the transport's 256 KiB) is parsed and reaches the request
+guard, which answers 414/431. The bound is the guard's limits plus the framing of the request line
+and of :data:`~agent.server.common.MAX_HEADERS` headers, so no head the guard would accept is cut.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Final
 
 import click
 import uvicorn
 from fastapi import FastAPI
 
 from agent.server.auth import TokenFileError
-from agent.server.config import ConfigError, Settings, load_settings
+from agent.server.common import MAX_HEADERS
+from agent.server.config import ConfigError, Limits, Settings, load_settings
 from agent.server.logs import configure_logging, uvicorn_log_config
+
+# request line ("METHOD ", " HTTP/1.1\r\n"), each header's ": " and CRLF, the final CRLF
+_HEAD_FRAMING: Final = 64 + 4 * MAX_HEADERS + 2
 
 config_option = click.option(
     "--config",
@@ -46,15 +60,16 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def serve(build: Callable[[], FastAPI], listen: str, log_level: str) -> None:
-    """Serve the app built by ``build()`` until SIGTERM/SIGINT."""
-    configure_logging(log_level)
-    host, port = split_listen(listen)
-    try:
-        app = build()
-    except TokenFileError as exc:
-        raise click.UsageError(str(exc)) from None
-    config = uvicorn.Config(
+def max_request_head(limits: Limits) -> int:
+    """Bytes of request line and headers the protocol layer buffers at most."""
+    return limits.max_url_bytes + limits.max_header_bytes + _HEAD_FRAMING
+
+
+def uvicorn_config(
+    app: FastAPI, host: str, port: int, log_level: str, limits: Limits
+) -> uvicorn.Config:
+    """How both servers run: JSON logs, no proxy headers, h11 with a bounded request head."""
+    return uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -62,5 +77,17 @@ def serve(build: Callable[[], FastAPI], listen: str, log_level: str) -> None:
         proxy_headers=False,
         server_header=False,
         date_header=False,
+        http="h11",
+        h11_max_incomplete_event_size=max_request_head(limits),
     )
-    uvicorn.Server(config).run()
+
+
+def serve(build: Callable[[], FastAPI], listen: str, log_level: str, limits: Limits) -> None:
+    """Serve the app built by ``build()`` until SIGTERM/SIGINT."""
+    configure_logging(log_level)
+    host, port = split_listen(listen)
+    try:
+        app = build()
+    except TokenFileError as exc:
+        raise click.UsageError(str(exc)) from None
+    uvicorn.Server(uvicorn_config(app, host, port, log_level, limits)).run()

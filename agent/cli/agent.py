@@ -23,4 +23,4 @@ def agent(config_file: Path | None, listen: str | None, log_level: str) -> None:
 
         return create_agent_app(AgentState(settings))
 
-    serve(build, listen or settings.agent.listen, log_level)
+    serve(build, listen or settings.agent.listen, log_level, settings.limits)

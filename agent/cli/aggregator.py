@@ -17,10 +17,13 @@ from agent.cli._serve import config_option, listen_option, load, log_level_optio
 def aggregator(config_file: Path | None, listen: str | None, log_level: str) -> None:
     """Fan pull tests out to every agent and summarise, over HTTP."""
     settings = load(config_file)
+    if listen:  # the leader election advertises the address really served
+        section = settings.aggregator.model_copy(update={"listen": listen})
+        settings = settings.model_copy(update={"aggregator": section})
 
     def build() -> FastAPI:
         from agent.server.aggregator_app import AggregatorState, create_aggregator_app
 
         return create_aggregator_app(AggregatorState(settings))
 
-    serve(build, listen or settings.aggregator.listen, log_level)
+    serve(build, settings.aggregator.listen, log_level, settings.limits)

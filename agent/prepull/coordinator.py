@@ -5,6 +5,10 @@
 * A scheduled job starts at its cron time (in its time zone) after a random stagger, so many
   clusters with the same schedule do not hit a registry together; ``on_new_node`` jobs start for
   a node within a tick of its agent appearing and answering ``/readyz``.
+* A job covers every node its selector matches among the discovered agents, ready or not. Pulls
+  go to ready agents only; the pairs of a node whose agent is not ready (runtime down) or does
+  not answer are shown pending with that cause, counted in ``images_total``, and pulled once the
+  agent is ready (for a job that has run, or resumed, since this replica started leading).
 * Work goes to the agents (``POST /v1/prepull``) through :func:`agent.prepull.scheduler.run_job`,
   which keeps the node and per-registry caps, retries and rate-limit pauses.
 * Nothing is persisted: on start every job's state is rebuilt from the nodes' images (CRI
@@ -33,6 +37,8 @@ from agent.prepull.models import Job, JobFile, JobStatus, NodeImageStatus, Phase
 from agent.prepull.scheduler import RegistryLimits, run_job, start_delay
 from agent.reference import parse
 from agent.server.discovery import AgentTarget
+from agent.server.node_failures import NodeFailure, outcome_fields, refused, unreachable
+from agent.server.readiness import AgentReadiness, AgentState
 
 __all__ = ["PrepullCoordinator"]
 
@@ -53,6 +59,8 @@ class _JobState:
     next_run: datetime | None = None
     last_started: str | None = None
     last_finished: str | None = None
+    # nodes that were not ready (or not there) when it ran get its images once they are ready
+    follow_up: bool = False
 
     @property
     def running(self) -> bool:
@@ -71,20 +79,26 @@ class PrepullCoordinator:
         client: Callable[[], httpx.AsyncClient],
         headers: Callable[[], dict[str, str]],
         label: Callable[[AgentTarget], str],
+        readiness: AgentReadiness | None = None,
+        max_timeout: float | None = None,
         metrics: Any = None,
         rng: random.Random | None = None,
     ) -> None:
-        self.source = JobSource(jobs_file, interval=poll_interval, missing_ok=missing_ok)
+        self.source = JobSource(
+            jobs_file, interval=poll_interval, missing_ok=missing_ok, max_timeout=max_timeout
+        )
         self.tick = tick
         self._agents = agents  # async () -> list[AgentTarget]
         self._client = client
+        self.readiness = readiness if readiness is not None else AgentReadiness(client)
         self._headers = headers
         self._label = label
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.limits = RegistryLimits()
         self.jobs: dict[str, _JobState] = {}
-        self.known: dict[str, AgentTarget] = {}  # node name -> agent, ready and seen
+        self.discovered: dict[str, AgentTarget] = {}  # node name -> agent, every one listed
+        self.known: dict[str, AgentTarget] = {}  # node name -> agent, ready at the latest tick
         self._recovered = False
 
     # --- jobs -------------------------------------------------------------------------------
@@ -117,12 +131,20 @@ class PrepullCoordinator:
         if state is None:
             return None
         job = state.job
-        counts = {phase.value: 0 for phase in Phase}
-        for item in state.statuses.values():
-            counts[item.phase.value] += 1
         targets = self._targets(job)
+        matched = set(targets)
+        counts = {phase.value: 0 for phase in Phase}
+        for (node, _image), item in state.statuses.items():
+            if node in matched:
+                counts[item.phase.value] += 1
         total = len(targets) * len(job.images)
-        counts["pending"] += max(0, total - len(state.statuses))
+        counts["pending"] += max(0, total - sum(counts.values()))
+        entries: list[NodeImageStatus] = []
+        if nodes:
+            for node in targets:
+                for image in job.images:
+                    stored = state.statuses.get((node, image))
+                    entries.append(stored if stored is not None else self._waiting(node, image))
         return JobStatus(
             name=job.name,
             schedule=job.schedule,
@@ -137,8 +159,20 @@ class PrepullCoordinator:
             images_ready=counts["done"],
             paused_registries=self.limits.paused_rfc3339(job.name),
             wave={**counts, "parallel_nodes": job.pacing.parallel_nodes(max(len(targets), 1))},
-            nodes=sorted(state.statuses.values(), key=lambda s: (s.node, s.image)) if nodes else [],
+            nodes=entries,
         )
+
+    def _waiting(self, node: str, image: str) -> NodeImageStatus:
+        """A pair with no pull yet: pending, with why its node cannot pull now (if it cannot)."""
+        target = self.discovered.get(node)
+        failure = self.readiness.failure(target, node) if target is not None else None
+        if failure is not None:
+            return NodeImageStatus(node=node, image=image, **outcome_fields(failure))
+        if target is not None and self.readiness.get(target).state is AgentState.UNKNOWN:
+            return NodeImageStatus(
+                node=node, image=image, summary="waiting for the agent's /readyz"
+            )
+        return NodeImageStatus(node=node, image=image)
 
     def statuses(self) -> list[JobStatus]:
         return [s for n in sorted(self.jobs) if (s := self.status(n, nodes=False)) is not None]
@@ -146,37 +180,33 @@ class PrepullCoordinator:
     # --- nodes ------------------------------------------------------------------------------
 
     def _targets(self, job: Job) -> list[str]:
+        """Nodes the job covers: its selector over every discovered agent, ready or not."""
         names = job.nodes.names
         if job.nodes.labels:  # no discovery mode knows node labels yet: nothing matches
             return []
-        return sorted(n for n in self.known if any(fnmatchcase(n, g) for g in names))
+        return sorted(n for n in self.discovered if any(fnmatchcase(n, g) for g in names))
+
+    def _ready_targets(self, job: Job) -> list[str]:
+        return [n for n in self._targets(job) if n in self.known]
 
     async def _refresh_nodes(self) -> list[str]:
-        """New ready agents since the last call (by node name); unknown ones asked at once."""
-        unknown: dict[str, AgentTarget] = {}
+        """Nodes whose agents became ready since the last call (new ones asked at once)."""
         current = {self._label(t): t for t in await self._agents()}
-        for name in [n for n in self.known if n not in current]:
-            del self.known[name]  # a node that left the cluster: forget it and its pairs
+        for name in [n for n in self.discovered if n not in current]:
+            # a node that left the cluster: forget it and its pairs
             for state in self.jobs.values():
                 for key in [k for k in state.statuses if k[0] == name]:
                     del state.statuses[key]
-        for name, target in current.items():
-            if name in self.known:
-                self.known[name] = target
-            else:
-                unknown[name] = target
-        ready = await asyncio.gather(*(self._ready(t) for t in unknown.values()))
-        fresh = [name for name, ok in zip(unknown, ready, strict=True) if ok]
-        for name in fresh:
-            self.known[name] = unknown[name]
+        self.discovered = current
+        await self.readiness.check(self.readiness.due(current.values()))
+        ready = {
+            name: target
+            for name, target in current.items()
+            if self.readiness.get(target).state is AgentState.READY
+        }
+        fresh = [name for name in ready if name not in self.known]
+        self.known = ready
         return fresh
-
-    async def _ready(self, target: AgentTarget) -> bool:
-        with contextlib.suppress(httpx.HTTPError, TimeoutError):
-            async with asyncio.timeout(3):
-                reply = await self._client().get(f"{target.url}/readyz")
-                return reply.status_code == 200
-        return False
 
     async def _present(self, node: str) -> set[str]:
         """References present on ``node`` (tags and digests, normalised), from ListImages."""
@@ -223,7 +253,7 @@ class PrepullCoordinator:
         state = self.jobs.get(name)
         if state is None or state.running:
             return False
-        targets = self._targets(state.job) if nodes is None else nodes
+        targets = self._ready_targets(state.job) if nodes is None else nodes
         state.task = asyncio.create_task(self._run(state, targets, delay))
         return True
 
@@ -232,6 +262,7 @@ class PrepullCoordinator:
         if delay > 0:
             await asyncio.sleep(delay)
         state.last_started = _now_iso()
+        state.follow_up = True
         log.info("prepull run started", extra={"fields": {"job": job.name, "nodes": len(nodes)}})
         # a new run pulls again what failed or is missing on its nodes; done pairs stay done,
         # except with Always, where the agent re-checks the tag's digest (and skips if current)
@@ -279,7 +310,9 @@ class PrepullCoordinator:
     async def _executor(self, node: str, image: str, job: Job) -> PullOutcome:
         target = self.known.get(node)
         if target is None:
-            return PullOutcome(ok=False, cause="agent_unreachable", summary=f"{node}: no agent")
+            listed = self.discovered.get(node)
+            failure = self.readiness.failure(listed, node) if listed is not None else None
+            return _failed(failure or unreachable(node, "", "discovery no longer lists its agent"))
         body: dict[str, Any] = {"image": image, "policy": job.policy, "timeout": job.timeout}
         if job.docker_config:
             try:
@@ -295,16 +328,28 @@ class PrepullCoordinator:
                 reply = await self._client().post(
                     f"{target.url}/v1/prepull", json=body, headers=self._headers()
                 )
-                answer = reply.json()
-        except (httpx.HTTPError, TimeoutError, ValueError) as exc:
-            reason = str(exc) or type(exc).__name__
-            return PullOutcome(ok=False, cause="agent_unreachable", summary=f"{node}: {reason}")
-        if reply.status_code != 200 or not isinstance(answer, dict) or "ok" not in answer:
-            message = answer.get("message", "") if isinstance(answer, dict) else ""
-            return PullOutcome(
-                ok=False,
-                cause="agent_refused",
-                summary=f"{node}: HTTP {reply.status_code} {json.dumps(message)[:200]}",
+                raw = await reply.aread()
+        except TimeoutError:
+            reason = f"no answer within {job.timeout + _GRACE:g} s"
+            return _failed(unreachable(node, target.url, reason))
+        except httpx.HTTPError as exc:
+            return _failed(unreachable(node, target.url, str(exc) or type(exc).__name__))
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            reason = f"HTTP {reply.status_code}, not a JSON object"
+            return _failed(unreachable(node, target.url, reason, not_an_agent=True))
+        if reply.status_code != 200 or "ok" not in answer:
+            return _failed(
+                refused(
+                    node,
+                    target.url,
+                    reply.status_code,
+                    str(answer.get("error", "")),
+                    str(answer.get("message", "")),
+                )
             )
         return PullOutcome.model_validate(answer)
 
@@ -337,7 +382,14 @@ class PrepullCoordinator:
         if fresh:
             await self._recover(fresh)
         first = not self._recovered and bool(self.known)
-        self._recovered = self._recovered or first
+        if first:
+            self._recovered = True
+            # after a restart (or a change of leader) a job whose images are on some nodes but
+            # not all was cut short mid-wave: it resumes; one with nothing anywhere has not run
+            # yet and waits for its schedule
+            for state in self.jobs.values():
+                if any(s.phase is Phase.DONE for s in state.statuses.values()):
+                    state.follow_up = True
         now = datetime.now(UTC)
         for name, state in self.jobs.items():
             if state.next_run is not None and now >= state.next_run:
@@ -347,17 +399,17 @@ class PrepullCoordinator:
                         "scheduled run skipped: still running", extra={"fields": {"job": name}}
                     )
         for name, state in self.jobs.items():
-            # new nodes get on_new_node jobs; after a restart a scheduled job whose images are on
-            # some nodes but not all was cut short mid-wave, so it resumes (one with nothing
-            # anywhere has not run yet and waits for its schedule)
-            if state.running:
+            # ready nodes the job has not covered yet: new ones for on_new_node jobs, and for a
+            # job that has run (or resumed) those that were not ready or not there back then
+            if state.running or not (state.job.on_new_node or state.follow_up):
                 continue
-            resume = first and any(s.phase is Phase.DONE for s in state.statuses.values())
-            if not (state.job.on_new_node or resume):
-                continue
-            pending = [n for n in self._targets(state.job) if self._node_missing(state, n)]
+            pending = [n for n in self._ready_targets(state.job) if self._node_missing(state, n)]
             if pending:
                 self.start(name, pending)
 
     def _node_missing(self, state: _JobState, node: str) -> bool:
         return any((node, image) not in state.statuses for image in state.job.images)
+
+
+def _failed(failure: NodeFailure) -> PullOutcome:
+    return PullOutcome(ok=False, **outcome_fields(failure))

@@ -207,8 +207,40 @@ def _duplicates(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def parse_jobs(content: bytes | str, source: Path | str) -> JobFile:
-    """Validate a job file's content; ``source`` names it in errors. Empty → no jobs."""
+def _over_max_timeout(data: dict[str, Any], max_timeout: float) -> list[str]:
+    """Jobs whose per-pull ``timeout`` the agents would refuse (over their ``limits.max_timeout``).
+
+    Read from the raw data, so they are reported together with any other problem of the file;
+    a timeout that is not a number is the model's to report.
+    """
+    jobs = data.get("jobs")
+    if not isinstance(jobs, list):
+        return []
+    default = float(Job.model_fields["timeout"].default)
+    problems = []
+    for index, job in enumerate(jobs):
+        if not isinstance(job, dict):
+            continue
+        given = job.get("timeout", default)
+        if isinstance(given, bool) or not isinstance(given, int | float) or given <= max_timeout:
+            continue
+        which = "" if "timeout" in job else " (the default)"
+        problems.append(
+            f"{_path(('jobs', index, 'timeout'), data)}: {given:g} s{which} is over the agents' "
+            f"limits.max_timeout ({max_timeout:g} s), so the agents would refuse every pull; "
+            "lower the job's timeout or raise limits.max_timeout"
+        )
+    return problems
+
+
+def parse_jobs(
+    content: bytes | str, source: Path | str, *, max_timeout: float | None = None
+) -> JobFile:
+    """Validate a job file's content; ``source`` names it in errors. Empty → no jobs.
+
+    ``max_timeout``: the agents' ``limits.max_timeout`` (aggregator and agents share one config);
+    a job asking for a longer per-pull timeout is an error.
+    """
     if isinstance(content, bytes):
         try:
             content = content.decode("utf-8")
@@ -226,6 +258,7 @@ def parse_jobs(content: bytes | str, source: Path | str) -> JobFile:
             source, [f"the top level must be a mapping with a 'jobs' list, got {got}"]
         )
     duplicates = _duplicates(data)
+    too_long = [] if max_timeout is None else _over_max_timeout(data, max_timeout)
     try:
         jobs = JobFile.model_validate(data)
     except ValidationError as exc:
@@ -235,9 +268,9 @@ def parse_jobs(content: bytes | str, source: Path | str) -> JobFile:
             if not loc and duplicates:
                 continue  # the model's "names must be unique", already reported per job
             problems.append(f"{_path(loc, data)}: {_message(item)}")
-        raise JobFileError(source, problems + duplicates) from None
-    if duplicates:  # unreachable while the model checks uniqueness; kept for safety
-        raise JobFileError(source, duplicates)
+        raise JobFileError(source, problems + duplicates + too_long) from None
+    if duplicates or too_long:  # duplicates: unreachable while the model checks them
+        raise JobFileError(source, duplicates + too_long)
     return jobs
 
 
@@ -257,8 +290,8 @@ def _read(path: Path) -> bytes:
     return content
 
 
-def load_jobs(path: Path, *, missing_ok: bool = False) -> JobFile:
-    """Read and validate the job file at ``path``.
+def load_jobs(path: Path, *, missing_ok: bool = False, max_timeout: float | None = None) -> JobFile:
+    """Read and validate the job file at ``path`` (``max_timeout``: see :func:`parse_jobs`).
 
     A missing file is "no jobs" only with ``missing_ok`` (the default path, not configured);
     otherwise it is an error. Raises :class:`JobFileError`.
@@ -269,7 +302,7 @@ def load_jobs(path: Path, *, missing_ok: bool = False) -> JobFile:
         if missing_ok:
             return JobFile()
         raise JobFileError(path, ["no such file"]) from None
-    return parse_jobs(content, path)
+    return parse_jobs(content, path, max_timeout=max_timeout)
 
 
 # --- watching -----------------------------------------------------------------------------------
@@ -285,10 +318,18 @@ class JobSource:
     not the one in use (None when it is).
     """
 
-    def __init__(self, path: Path, *, interval: float = 5.0, missing_ok: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        interval: float = 5.0,
+        missing_ok: bool = False,
+        max_timeout: float | None = None,
+    ) -> None:
         self.path = path
         self.interval = interval
         self.missing_ok = missing_ok
+        self.max_timeout = max_timeout  # the agents' limits.max_timeout: see parse_jobs
         self.current = JobFile()
         self.version = 0
         self.last_error: str | None = None
@@ -314,7 +355,7 @@ class JobSource:
                 if digest == self._seen:
                     return False
                 self._seen = digest
-                jobs = parse_jobs(content, self.path)
+                jobs = parse_jobs(content, self.path, max_timeout=self.max_timeout)
         except JobFileError as exc:
             message = str(exc)
             if digest is None:  # unreadable: the content hash was not reached

@@ -34,7 +34,7 @@ _PERCENT = re.compile(r"^([1-9][0-9]?|100)%$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Backoff(_Model):
@@ -201,7 +201,7 @@ class PullOutcome(_Model):
 
 
 class NodeImageStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     node: str
     image: str
@@ -218,7 +218,7 @@ class NodeImageStatus(BaseModel):
 
 
 class JobStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str
     schedule: str | None

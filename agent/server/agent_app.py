@@ -39,7 +39,7 @@ from agent.server.common import (
     check_test,
     client_of,
     install_error_handlers,
-    with_body_limit,
+    install_guard,
 )
 from agent.server.config import Settings
 from agent.server.limits import RateLimiter
@@ -226,7 +226,7 @@ def create_agent_app(state: AgentState) -> FastAPI:
 
     def guard(request: Request, allowed_query: frozenset[str], *, limited: bool = True) -> None:
         try:
-            authorize(request, state.auth, state.limiter, allowed_query, limited=limited)
+            authorize(request, state.limiter, allowed_query, limited=limited)
         except ApiError as exc:
             if exc.status == 429:
                 state.metrics.observe_request("rejected")
@@ -294,7 +294,7 @@ def create_agent_app(state: AgentState) -> FastAPI:
         request: Request,
         image: Annotated[str, Query(min_length=1, max_length=1024)],
         mode: Annotated[Literal["pull", "resolve"] | None, Query()] = None,
-        timeout: Annotated[float | None, Query(gt=0)] = None,
+        timeout: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
     ) -> Response:
         """Run (or reuse) a pull test of ``image`` on this node."""
         guard(request, _PULLTEST_QUERY)
@@ -356,7 +356,7 @@ def create_agent_app(state: AgentState) -> FastAPI:
         return result
 
     log_event(log, "agent_configured", node=state.node_name, read_only=settings.read_only)
-    return with_body_limit(app, settings.limits.max_body_bytes)
+    return install_guard(app, settings.limits, state.auth)
 
 
 def _credentials(

@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import hmac
 from pathlib import Path
+from typing import Final
 
-__all__ = ["TokenAuth", "TokenFileError"]
+__all__ = ["CHALLENGE", "PUBLIC_PATHS", "TokenAuth", "TokenFileError"]
+
+#: the paths anyone may ask (liveness and readiness probes carry no token)
+PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
+#: the ``WWW-Authenticate`` value of a 401
+CHALLENGE: Final = 'Bearer realm="pullcheck"'
 
 
 class TokenFileError(RuntimeError):

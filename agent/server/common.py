@@ -1,32 +1,43 @@
-"""HTTP plumbing shared by the agent and the aggregator: errors, body limit, request model."""
+"""HTTP plumbing shared by the agent and the aggregator: errors, the request guard, request
+models, the test policy."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agent.redaction import redact_text
 from agent.reference import InvalidReference, Reference, parse
-from agent.server.auth import TokenAuth
-from agent.server.config import Settings
+from agent.server.auth import CHALLENGE, PUBLIC_PATHS, TokenAuth
+from agent.server.config import Limits, Settings
 from agent.server.limits import RateLimiter
 
 __all__ = [
+    "MAX_HEADERS",
     "ApiError",
-    "BodyLimit",
     "CheckedTest",
+    "PrepullBody",
     "PullTestBody",
+    "RequestGuard",
     "authorize",
     "check_test",
     "client_of",
     "install_error_handlers",
-    "with_body_limit",
+    "install_guard",
 ]
+
+#: more header fields than this → 431
+MAX_HEADERS: Final = 100
+_SHOWN_NAME: Final = 64  # characters of a parameter name an error message repeats
 
 
 class ApiError(Exception):
@@ -46,7 +57,7 @@ class PullTestBody(BaseModel):
 
     image: str = Field(min_length=1, max_length=1024)
     mode: Literal["pull", "resolve"] | None = None
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     creds: str | None = Field(default=None, description="USER[:PASS], as crictl --creds")
     auth: str | None = Field(default=None, description="base64(USER:PASS), as crictl --auth")
     docker_config: dict[str, Any] | str | None = Field(
@@ -61,7 +72,7 @@ class PrepullBody(BaseModel):
 
     image: str = Field(min_length=1, max_length=1024)
     policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     docker_config: dict[str, Any] | str | None = None
 
 
@@ -78,51 +89,150 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _bad_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": "bad_request", "message": _validation_message(exc)}, 400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # routing's own answers (404 unknown path, 405 wrong method) in the same shape
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: "no such endpoint", 405: "method not allowed here"}.get(
+            exc.status_code, str(exc.detail)
+        )
+        return JSONResponse(
+            {"error": kind, "message": message}, exc.status_code, headers=exc.headers
+        )
 
-def with_body_limit(app: FastAPI, limit: int) -> FastAPI:
-    app.add_middleware(BodyLimit, limit=limit)
+
+def install_guard(
+    app: FastAPI,
+    limits: Limits,
+    auth: TokenAuth,
+    *,
+    on_reject: Callable[[str, str], None] | None = None,
+) -> FastAPI:
+    """Put :class:`RequestGuard` in front of ``app`` (outermost of its middleware)."""
+    app.add_middleware(RequestGuard, limits=limits, auth=auth, on_reject=on_reject)
     return app
 
 
-class BodyLimit:
-    """Reject request bodies over ``limit`` bytes with 413, before the app reads them."""
+class RequestGuard:
+    """What every request passes before routing, validation or any handler, in this order:
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    1. a request target (raw path and query) over ``limits.max_url_bytes`` → 414; header fields
+       over ``limits.max_header_bytes`` in all, or more than :data:`MAX_HEADERS` → 431;
+    2. the bearer token, except on :data:`~agent.server.auth.PUBLIC_PATHS` → 401 (so a caller
+       without the token learns nothing of the parameter rules);
+    3. a query parameter given twice → 400 naming it (never its values);
+    4. the body, read here whole (chunked or not) up to ``limits.max_body_bytes`` → 413
+       ``body_too_large`` (a larger ``Content-Length`` is refused unread), then replayed.
+
+    Refusals are ``{"error": kind, "message": …}`` like :class:`ApiError`, with ``Connection:
+    close``; ``on_reject(path, kind)`` is told of each (metrics).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: Limits,
+        auth: TokenAuth,
+        on_reject: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.app, self.limits, self.auth, self.on_reject = app, limits, auth, on_reject
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await _too_large(self.limit)(scope, receive, send)
-                return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
-
         try:
-            await self.app(scope, limited, send)
-        except _BodyTooLarge:
-            await _too_large(self.limit)(scope, receive, send)
+            self._check(scope)
+            body = await self._read_body(scope, receive)
+        except ApiError as refusal:
+            if self.on_reject is not None:
+                self.on_reject(str(scope.get("path", "")), refusal.kind)
+            # the connection is closed after a refusal: a body left unread must not be taken
+            # for the next request, nor be read to its end
+            headers = {**(refusal.headers or {}), "Connection": "close"}
+            answer = {"error": refusal.kind, "message": refusal.message}
+            await JSONResponse(answer, refusal.status, headers=headers)(scope, receive, send)
+            return
+        if body is not None:  # None: the client went away while sending it
+            await self.app(scope, _replay(body, receive), send)
+
+    def _check(self, scope: Scope) -> None:
+        limits = self.limits
+        query: bytes = scope.get("query_string", b"")
+        path: bytes = scope.get("raw_path") or scope["path"].encode()
+        target = len(path) + (len(query) + 1 if query else 0)
+        if target > limits.max_url_bytes:
+            raise ApiError(414, "uri_too_long", f"request target over {limits.max_url_bytes} bytes")
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        if len(headers) > MAX_HEADERS:
+            raise ApiError(431, "headers_too_large", f"more than {MAX_HEADERS} header fields")
+        if sum(len(name) + len(value) for name, value in headers) > limits.max_header_bytes:
+            raise ApiError(
+                431, "headers_too_large", f"header fields over {limits.max_header_bytes} bytes"
+            )
+        if scope["path"] not in PUBLIC_PATHS:
+            presented = [v for n, v in headers if n == b"authorization"]
+            if not self.auth.check(presented[0].decode("latin-1") if len(presented) == 1 else None):
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "a valid bearer token is required",
+                    {"WWW-Authenticate": CHALLENGE},
+                )
+        seen: set[str] = set()
+        for name, _value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if name in seen:
+                message = f"query parameter {_shown(name)!r} given more than once"
+                raise ApiError(400, "bad_request", message)
+            seen.add(name)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        limit = self.limits.max_body_bytes
+        too_large = ApiError(413, "body_too_large", f"request body over {limit} bytes")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and _over(value.strip(), limit):
+                raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _over(digits: bytes, limit: int) -> bool:
+    """Whether a Content-Length value states more than ``limit`` bytes (its digits compared
+    before any conversion: a value of thousands of digits is no work)."""
+    if not digits.isdigit():
+        return False  # not a length: the protocol layer refuses it
+    digits = digits.lstrip(b"0") or b"0"
+    return len(digits) > len(str(limit)) or int(digits) > limit
 
 
-def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse(
-        {"error": "body_too_large", "message": f"request body over {limit} bytes"}, 413
-    )
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body read already, then what the client sends."""
+    pending = True
+
+    async def replayed() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
+def _shown(name: str) -> str:
+    """A caller's parameter name as an error message may repeat it: short and redacted."""
+    return redact_text(name[:_SHOWN_NAME])
 
 
 def client_of(request: Request) -> str:
@@ -168,23 +278,17 @@ def check_test(
 
 def authorize(
     request: Request,
-    auth: TokenAuth,
     limiter: RateLimiter,
     allowed_query: frozenset[str],
     *,
     limited: bool = True,
 ) -> None:
-    """Bearer token, no unknown query parameters, the client's rate limit — in that order."""
-    if not auth.check(request.headers.get("authorization")):
-        raise ApiError(
-            401,
-            "unauthorized",
-            "a valid bearer token is required",
-            {"WWW-Authenticate": 'Bearer realm="pullcheck"'},
-        )
+    """No unknown query parameters, then the client's rate limit (the token was checked by
+    :class:`RequestGuard` before routing)."""
     unknown = sorted(set(request.query_params) - allowed_query)
     if unknown:
-        raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+        names = ", ".join(_shown(name) for name in unknown)
+        raise ApiError(400, "bad_request", f"unknown query parameter(s): {names}")
     if limited:
         wait = limiter.acquire(client_of(request))
         if wait > 0:

@@ -8,21 +8,31 @@ override it, nested keys joined by ``__``: ``PULLCHECK_AGENT__LISTEN=127.0.0.1:9
 
 from __future__ import annotations
 
+import math
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "LEASE_JITTER_FACTOR",
     "AgentSection",
     "AggregatorSection",
     "ConfigError",
     "DiscoverySection",
+    "LeaderElectionSection",
     "Limits",
     "PrepullSection",
     "Settings",
@@ -54,19 +64,22 @@ class ConfigError(ValueError):
 def parse_size(value: int | float | str) -> int:
     """Bytes from ``1073741824``, ``"1GiB"``, ``"500MB"``, ``"2Gi"``."""
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("must not be negative")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("must be a finite, non-negative number of bytes")
         return int(value)
     match = _SIZE.match(value)
     if not match:
         raise ValueError(f"{value!r} is not a size like 500MiB, 2GB or 1073741824")
     number, unit = match.groups()
     key = (unit or "").lower().removesuffix("b")
-    return int(float(number) * _UNITS[key])
+    size = float(number) * _UNITS[key]
+    if not math.isfinite(size):
+        raise ValueError(f"{value[:40]!r} is too large a size")
+    return int(size)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Limits(_Section):
@@ -81,9 +94,22 @@ class Limits(_Section):
     max_timeout: float = Field(default=900.0, gt=0, le=3600)
     rate_limit_per_minute: int = Field(default=120, ge=0, description="per client; 0 = off")
     rate_limit_burst: int = Field(default=30, ge=1)
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_url_bytes: int = Field(
+        default=8 * 1024, ge=1024, le=1024**2, description="request target (path?query); → 414"
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, le=1024**2, description="all header names and values; → 431"
+    )
 
-    @field_validator("max_image_size", "min_free_space", "max_body_bytes", mode="before")
+    @field_validator(
+        "max_image_size",
+        "min_free_space",
+        "max_body_bytes",
+        "max_url_bytes",
+        "max_header_bytes",
+        mode="before",
+    )
     @classmethod
     def _size(cls, value: Any) -> int:
         return parse_size(value)
@@ -140,19 +166,99 @@ class PrepullSection(_Section):
     tick: float = Field(default=1.0, gt=0, le=60, description="schedule and new-node check")
 
 
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+#: client-go's leader-election jitter: an acquire retry waits retry_period x [1, 1 + factor]
+LEASE_JITTER_FACTOR = 1.2
+
+
+class LeaderElectionSection(_Section):
+    """Which aggregator replica runs the scheduled work (pre-pull jobs): see agent/server/leader.py.
+
+    ``auto``: ``lease`` in a Kubernetes pod ($KUBERNETES_SERVICE_HOST set), else ``always``.
+    ``lease``: the replicas elect one leader through the ``coordination.k8s.io/v1`` Lease
+    ``lease_namespace/lease_name``, as client-go's leader election does; the API is reached with
+    the client settings of ``discovery`` (in-cluster service account, ``api_url``, or
+    ``kubeconfig``). ``always``: this process leads without a Lease (one aggregator, outside
+    Kubernetes): never run two replicas with it.
+    """
+
+    mode: Literal["auto", "lease", "always"] = "auto"
+    lease_name: str = Field(default="pullcheck-aggregator", min_length=1, max_length=253)
+    lease_namespace: str | None = None  # None → $POD_NAMESPACE, else discovery.namespace
+    # seconds a follower waits, from the last change of the Lease it saw, before taking over
+    lease_duration: int = Field(default=15, ge=1, le=3600)
+    # seconds the leader keeps retrying a failed renewal before it stops leading
+    renew_deadline: float = Field(default=10.0, gt=0, le=3600)
+    # seconds between tries to acquire or renew
+    retry_period: float = Field(default=2.0, gt=0, le=600)
+    identity: str | None = Field(default=None, min_length=1, max_length=128)  # None → $POD_NAME
+    # how the other replicas reach this one; None → http://$POD_IP:<listen port>
+    advertise_url: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("lease_name")
+    @classmethod
+    def _lease_name(cls, value: str) -> str:
+        if not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a DNS subdomain (lowercase, digits, '-', '.')")
+        return value
+
+    @field_validator("lease_namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_LABEL.match(value):
+            raise ValueError(f"{value!r} is not a namespace name (a DNS label)")
+        return value
+
+    @field_validator("identity")
+    @classmethod
+    def _identity(cls, value: str | None) -> str | None:
+        if value is not None and (value != value.strip() or not value.isprintable()):
+            raise ValueError("must be printable, without leading or trailing spaces")
+        return value
+
+    @field_validator("advertise_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s?#]+/?$", value):
+            raise ValueError(f"{value!r} is not a base URL like http://10.0.0.7:8480")
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _timings(self) -> LeaderElectionSection:
+        # client-go's rules: a leader gives up before a follower may take over, and retries
+        # at least once within the deadline
+        if self.lease_duration <= self.renew_deadline:
+            raise ValueError(
+                f"lease_duration ({self.lease_duration:g} s) must be greater than "
+                f"renew_deadline ({self.renew_deadline:g} s)"
+            )
+        if self.renew_deadline <= LEASE_JITTER_FACTOR * self.retry_period:
+            raise ValueError(
+                f"renew_deadline ({self.renew_deadline:g} s) must be greater than "
+                f"{LEASE_JITTER_FACTOR:g} x retry_period ({self.retry_period:g} s)"
+            )
+        return self
+
+
 class AggregatorSection(_Section):
     listen: str = "0.0.0.0:8480"
     max_in_flight: int = Field(default=64, ge=1, le=4096)
     node_timeout: float = Field(default=330.0, gt=0, le=3600)
     discovery: DiscoverySection = DiscoverySection()
     prepull: PrepullSection = PrepullSection()
+    leader_election: LeaderElectionSection = LeaderElectionSection()
 
 
 class Settings(BaseSettings):
     """Everything either process reads. Shared keys first, then one section per process."""
 
     model_config = SettingsConfigDict(
-        env_prefix="PULLCHECK_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="PULLCHECK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
     )
 
     token_file: str = "/var/run/secrets/pullcheck/token"  # noqa: S105 - a path, not a secret

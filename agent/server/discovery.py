@@ -26,6 +26,7 @@ Modes (``discovery.mode``):
     slice's port named ``port_name`` (else its first port, else ``agent_port``). An agent in both
     families is kept once, by its IPv4 address. Credentials: in-cluster service account (token
     re-read on 401) or ``kubeconfig``. The API server is reached directly (no HTTP(S)_PROXY).
+    :func:`kube_client` builds that client; the aggregator's leader election uses it too.
 
     The least RBAC, a namespaced Role in ``discovery.namespace`` bound to the aggregator's
     ServiceAccount (``list`` only: this module never gets or watches)::
@@ -72,6 +73,7 @@ __all__ = [
     "DnsDiscovery",
     "EndpointSliceDiscovery",
     "StaticDiscovery",
+    "kube_client",
     "make_discovery",
     "parse_static_agent",
 ]
@@ -425,23 +427,7 @@ class EndpointSliceDiscovery(Discovery):
     def _connect(self) -> AsyncClient:
         if self._client is not None:
             return self._client
-        section = self.section
-        try:
-            config = _kube_config(section).get()
-            if config is None:
-                raise ConfigError(f"{section.kubeconfig}: no current-context")
-            self._server = config.cluster.server
-            client = AsyncClient(
-                config,
-                namespace=section.namespace,
-                timeout=httpx2.Timeout(section.timeout),
-                trust_env=False,
-            )
-        except ConfigError as exc:
-            raise DiscoveryError(f"Kubernetes client configuration: {exc}") from None
-        except OSError as exc:  # a kubeconfig's CA bundle or client certificate is unreadable
-            where = f" ({section.kubeconfig})" if section.kubeconfig else ""
-            raise DiscoveryError(f"Kubernetes client configuration{where}: {exc}") from None
+        client, self._server = kube_client(self.section)
         self._client = client
         return client
 
@@ -461,6 +447,32 @@ class EndpointSliceDiscovery(Discovery):
             credentials = section.kubeconfig or section.api_token_file
             text += f" (are the credentials in {credentials} valid for this cluster?)"
         return text
+
+
+def kube_client(section: DiscoverySection, namespace: str | None = None) -> tuple[AsyncClient, str]:
+    """A lightkube client for the API that ``section`` names, and that API's URL.
+
+    In a cluster: ``api_url`` (default ``https://$KUBERNETES_SERVICE_HOST:…``), the service
+    account's token file (re-read on 401) and CA bundle; else ``kubeconfig``. Requests time out
+    after ``section.timeout`` s and never go through a proxy. Sends nothing. Raises
+    :class:`DiscoveryError` naming what is missing or unreadable.
+    """
+    try:
+        config = _kube_config(section).get()
+        if config is None:
+            raise ConfigError(f"{section.kubeconfig}: no current-context")
+        client = AsyncClient(
+            config,
+            namespace=namespace or section.namespace,
+            timeout=httpx2.Timeout(section.timeout),
+            trust_env=False,
+        )
+    except ConfigError as exc:
+        raise DiscoveryError(f"Kubernetes client configuration: {exc}") from None
+    except OSError as exc:  # a kubeconfig's CA bundle or client certificate is unreadable
+        where = f" ({section.kubeconfig})" if section.kubeconfig else ""
+        raise DiscoveryError(f"Kubernetes client configuration{where}: {exc}") from None
+    return client, config.cluster.server
 
 
 def _kube_config(section: DiscoverySection) -> KubeConfig:

@@ -6,10 +6,12 @@ plus the fields passed as ``extra={"fields": {...}}`` or as keyword arguments of
 :func:`log_event`. Exceptions add ``exc``.
 
 Credentials never reach the output. The models hold no secrets and callers redact, but the
-formatter is a safety net on top: a field whose key looks like a credential (``password``,
-``token``, ``auth``, ``secret``, ``authorization``, ``cookie``, ``api_key`` …) is dropped — its
-name listed in ``redacted`` — and every string is scrubbed of ``user:pass@`` userinfo,
-``Bearer``/``Basic`` values and secret-looking query parameters.
+formatter is a safety net on top (the rules are :mod:`agent.redaction`'s): a field whose key
+looks like a credential (``password``, ``token``, ``auth``, ``secret``, ``authorization``,
+``cookie``, ``api_key`` …) is dropped — its name listed in ``redacted`` — and every string is
+scrubbed of ``user:pass@`` userinfo, ``Bearer``/``Basic`` values and credential-bearing
+``key=value`` pairs. An access line's request target is decoded, redacted by query key and cut to
+:data:`MAX_LOGGED_TARGET` characters.
 
 uvicorn's own and access logs go through the same formatter via :func:`uvicorn_log_config`.
 """
@@ -18,29 +20,28 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
-from urllib.parse import unquote
 
 from agent.models import PullTestResult
+from agent.redaction import redact_fields, redact_text, redact_url
 
 __all__ = [
     "LOGGER_NAME",
+    "MAX_LOGGED_TARGET",
     "JsonFormatter",
     "UvicornAccessFormatter",
     "configure_logging",
     "log_event",
     "log_pulltest",
-    "redact_fields",
-    "redact_text",
     "uvicorn_log_config",
 ]
 
 LOGGER_NAME: Final = "pullcheck"
-REDACTED: Final = "<redacted>"
+#: characters of a request target an access-log line keeps (after redaction)
+MAX_LOGGED_TARGET: Final = 2048
 
 _LEVELS: Final = {
     "trace": logging.DEBUG,
@@ -52,94 +53,11 @@ _LEVELS: Final = {
     "critical": logging.CRITICAL,
 }
 
-# Keys whose values are never logged. Matched anywhere in the key, case-insensitively, so
-# "registry_password", "X-Auth-Token", "Authorization" and "client_secret" are all caught.
-_SECRET_KEY = re.compile(
-    r"(?i)pass(?:word|wd|phrase)?(?![a-z])|pwd|secret|token|auth|cookie"
-    r"|api[_-]?key|private[_-]?key|session[_-]?id|signature"
-)
-# scheme://user:pass@host, and bare user:pass@host, up to the last "@" (a password may hold
-# one) — but not an image name with a digest ("alpine:3.19@sha256:…": "algorithm:hex" follows).
-_USERINFO = re.compile(
-    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s\"']+@"
-    r"|(?<![\w./:@-])[^\s/@:\"'=]+:[^\s/\"']+@(?![a-z0-9]+:[a-f0-9]{16,})"
-)
-_AUTH_VALUE = re.compile(r"(?i)\b(bearer|basic)\s+([A-Za-z0-9._~+/=-]{6,})")
-_SECRET_PARAM = re.compile(
-    r"(?i)(?P<key>(?:[\w.-]*?)(?:pass(?:word|wd)?|secret|token|auth|signature|api[_-]?key)"
-    r"[\w.-]*)(?P<sep>=|\"\s*:\s*\")(?P<value>[^\s\"'&;,]+)"
-)
 # LogRecord attributes: anything else set through ``extra=`` is a field as well.
 _RECORD_ATTRS: Final = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
     | {"message", "asctime", "fields", "color_message"}  # uvicorn's ANSI-coloured duplicate
 )
-_MAX_DEPTH: Final = 6
-
-
-# --- redaction -------------------------------------------------------------------------------
-
-
-def redact_text(text: str) -> str:
-    """``text`` with userinfo, ``Bearer``/``Basic`` values and secret query parameters masked."""
-    if not text:
-        return text
-    text = _USERINFO.sub(_mask_userinfo, text)
-    text = _AUTH_VALUE.sub(_mask_auth_value, text)
-    return _SECRET_PARAM.sub(lambda m: f"{m['key']}{m['sep']}{REDACTED}", text)
-
-
-def _mask_userinfo(match: re.Match[str]) -> str:
-    return f"{match['scheme']}{REDACTED}@" if match["scheme"] else f"{REDACTED}@"
-
-
-def _mask_auth_value(match: re.Match[str]) -> str:
-    word = match.group(2).rstrip("=")
-    if word.isalpha() and word.islower():  # prose ("basic auth") or a challenge ("Bearer realm=")
-        return match.group(0)
-    return f"{match.group(1)} {REDACTED}"
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a field named ``key`` may hold a credential (its value is then never logged)."""
-    return bool(_SECRET_KEY.search(key))
-
-
-def redact_fields(fields: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """A JSON-ready copy of ``fields`` without credential-like keys (at any depth) and with every
-    string scrubbed; also the dotted names of the dropped keys."""
-    dropped: list[str] = []
-    clean = _redact_mapping(fields, "", dropped, 0)
-    return clean, dropped
-
-
-def _redact_mapping(
-    fields: Mapping[Any, Any], prefix: str, dropped: list[str], depth: int
-) -> dict[str, Any]:
-    clean: dict[str, Any] = {}
-    for key, value in fields.items():
-        name = str(key)
-        if is_secret_key(name):
-            dropped.append(prefix + name)
-            continue
-        clean[name] = _redact_value(value, f"{prefix}{name}.", dropped, depth + 1)
-    return clean
-
-
-def _redact_value(value: Any, prefix: str, dropped: list[str], depth: int) -> Any:
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return redact_text(value)
-    if depth > _MAX_DEPTH:
-        return redact_text(repr(value))
-    if hasattr(value, "model_dump"):  # pydantic models: log their JSON form
-        value = value.model_dump(mode="json")
-    if isinstance(value, Mapping):
-        return _redact_mapping(value, prefix, dropped, depth)
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_redact_value(v, prefix, dropped, depth + 1) for v in value]
-    return redact_text(str(value))
 
 
 # --- formatter -------------------------------------------------------------------------------
@@ -198,9 +116,9 @@ class JsonFormatter(logging.Formatter):
 
 class UvicornAccessFormatter(JsonFormatter):
     """uvicorn's access record (``'%s - "%s %s HTTP/%s" %d'``) as fields of an ``http_request``
-    event: client, method, path (percent-decoded, then redacted like every string: a
-    ``user:pass@`` or ``token=`` in the query is masked even when it was encoded), http_version,
-    status."""
+    event: client, method, path (:func:`~agent.redaction.redact_url`: percent-decoded, every
+    credential-bearing query parameter masked by key, a ``user:pass@`` masked even when it was
+    encoded, at most :data:`MAX_LOGGED_TARGET` characters), http_version, status."""
 
     def fields(self, record: logging.LogRecord) -> dict[str, Any]:
         fields = super().fields(record)
@@ -211,7 +129,7 @@ class UvicornAccessFormatter(JsonFormatter):
                 event="http_request",
                 client=str(client),
                 method=str(method),
-                path=unquote(str(path)),
+                path=redact_url(str(path), MAX_LOGGED_TARGET),
                 http_version=str(http_version),
                 status=status if isinstance(status, int) else str(status),
             )

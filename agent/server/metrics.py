@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from itertools import accumulate
@@ -45,8 +45,10 @@ from prometheus_client.utils import floatToGoString
 
 from agent import __version__
 from agent.models import Cause, EndpointReport, ManifestEvidence, ProbeReport, PullTestResult
+from agent.server.node_failures import AGENT_REFUSED, AGENT_UNREACHABLE, NODE_NOT_FOUND
 
 __all__ = [
+    "AGGREGATOR_AGENT_STATES",
     "AGGREGATOR_CAUSES",
     "AGGREGATOR_OUTCOMES",
     "LAG_BUCKETS",
@@ -77,8 +79,10 @@ _PROBE_KINDS: Final = ("dns", "tcp", "tls", "http", "token", "manifest")
 #: The aggregator's per-node causes: the agent's vocabulary plus what only the aggregator sees.
 AGGREGATOR_CAUSES: Final = frozenset(
     {c.value for c in Cause}
-    | {"none", "agent_unreachable", "agent_refused", "agent_timeout", "agent_error"}
+    | {"none", AGENT_UNREACHABLE, AGENT_REFUSED, NODE_NOT_FOUND}
 )
+#: States of ``pullcheck_aggregator_agents``: every agent discovery lists, and each by readiness.
+AGGREGATOR_AGENT_STATES: Final = ("discovered", "ready", "unready", "unreachable", "unknown")
 #: Outcomes of one aggregator API request; anything else is counted as ``other``.
 AGGREGATOR_OUTCOMES: Final = frozenset(
     {
@@ -558,7 +562,9 @@ class AgentMetrics(_BaseMetrics):
         )
         store.inc(self.pulltests, *labels)
         store.observe(self.pulltest_duration, *labels, value=max(0.0, result.duration_ms) / 1000)
-        if result.endpoints:
+        # a cancelled test keeps the chains it had so far; cut short, they say nothing of the
+        # registry's health
+        if result.endpoints and result.cause is not Cause.CANCELLED:
             self._observe_endpoints(registry, result.endpoints)
 
     def observe_request(self, outcome: RequestOutcome) -> None:
@@ -672,11 +678,17 @@ class AggregatorMetrics(_BaseMetrics):
         self.agents = family(
             "gauge",
             "pullcheck_aggregator_agents",
-            "Agents known from discovery, by reachability at the latest fan-out.",
+            "Agents discovery lists (state=discovered), and each by its latest readiness check: "
+            "ready, unready (answers, runtime down), unreachable, unknown (not checked yet).",
             ["state"],
         )
-        for state in ("reachable", "unreachable"):
+        for state in AGGREGATOR_AGENT_STATES:
             self._store.touch(self.agents, state)
+        self.leader = family(
+            "gauge",
+            "pullcheck_aggregator_leader",
+            "1 while this replica leads the scheduled work (pre-pull jobs), else 0.",
+        )
         self.node_results = family(
             "counter",
             "pullcheck_aggregator_node_results_total",
@@ -742,14 +754,21 @@ class AggregatorMetrics(_BaseMetrics):
             self.fanout_duration, self.endpoint_label(endpoint), value=max(0.0, seconds)
         )
 
-    def set_agents(self, reachable: int, unreachable: int) -> None:
-        self._store.set(self.agents, "reachable", value=max(0, reachable))
-        self._store.set(self.agents, "unreachable", value=max(0, unreachable))
+    def set_agents(self, counts: Mapping[str, int]) -> None:
+        """Agents by state (:data:`AGGREGATOR_AGENT_STATES`); a state not given is 0."""
+        unknown = sorted(set(counts) - set(AGGREGATOR_AGENT_STATES))
+        if unknown:
+            raise ValueError(f"unknown agent state(s) {unknown}")
+        for state in AGGREGATOR_AGENT_STATES:
+            self._store.set(self.agents, state, value=max(0, counts.get(state, 0)))
+
+    def set_leader(self, leading: bool) -> None:
+        self._store.set(self.leader, value=1 if leading else 0)
 
     def observe_node_result(self, cause: Cause | str | None) -> None:
         """One node's result in a fan-out: ``None`` for success, a :class:`Cause`, or an
-        aggregator cause (``agent_unreachable``, ``agent_refused``, ``agent_timeout``,
-        ``agent_error``); anything else counts as ``unknown``."""
+        aggregator cause (``agent_unreachable``, ``agent_refused``, ``node_not_found``); anything
+        else counts as ``unknown``."""
         if cause is None or cause == "":
             value = "none"
         else:

@@ -21,8 +21,30 @@ Kubernetes API reference and apimachinery's ``metav1.Status``), compact as the s
   Status; no header → the request is ``system:anonymous`` (the apiserver's default).
 * Authorization, RBAC-like: a user lists endpointslices only in namespaces it was granted
   (``"*"`` = cluster scope); otherwise 403 ``Forbidden`` with the apiserver's message wording.
+* ``coordination.k8s.io/v1`` Leases (the Kubernetes API reference, "Lease v1 coordination.k8s.io",
+  and apiserver's REST behaviour for get/create/update): ``GET`` and ``PUT
+  /apis/coordination.k8s.io/v1/namespaces/{ns}/leases/{name}``, ``POST …/namespaces/{ns}/leases``.
+  A stored Lease is what the server returns::
+
+      {"kind":"Lease","apiVersion":"coordination.k8s.io/v1",
+       "metadata":{"name":"pullcheck-aggregator","namespace":"pullcheck","uid":"…",
+                   "resourceVersion":"4712","creationTimestamp":"2025-06-02T09:14:07Z",
+                   "annotations":{…},"managedFields":[…]},
+       "spec":{"holderIdentity":"agg-0","leaseDurationSeconds":15,
+               "acquireTime":"2025-06-02T09:14:07.123456Z","renewTime":"2025-06-02T09:14:09.123456Z",
+               "leaseTransitions":0}}
+
+  ``acquireTime``/``renewTime`` are MicroTimes: exactly six fraction digits, else 400 (the
+  apiserver parses them with ``2006-01-02T15:04:05.000000Z07:00``). Every write bumps the
+  resourceVersion. ``PUT`` without ``metadata.resourceVersion`` → 422 ``Invalid``; with a stale one
+  → 409 ``Conflict`` (``Operation cannot be fulfilled on leases.coordination.k8s.io "…": the
+  object has been modified; please apply your changes to the latest version and try again``);
+  ``POST`` of an existing name → 409 ``AlreadyExists``; a missing Lease → 404 ``NotFound``
+  (``leases.coordination.k8s.io "…" not found``), each a ``metav1.Status`` with ``details``
+  ``{name, group, kind}``. RBAC per verb (``get``, ``create``, ``update``) and namespace
+  (:meth:`FakeKubeApi.grant_leases`), else 403 ``Forbidden`` in the apiserver's wording.
 * Anything else → 404 ``NotFound``; other methods → 405. Not replayed: watch (400), pagination,
-  fieldSelector (400).
+  fieldSelector (400), list/delete/patch of Leases (405).
 
 Every request is recorded (method, path, query, user, status), so tests can count them.
 """
@@ -67,6 +89,12 @@ Json = dict[str, Any]
 _GROUP, _VERSION, _RESOURCE = "discovery.k8s.io", "v1", "endpointslices"
 _NAMESPACED = re.compile(rf"^/apis/{_GROUP}/{_VERSION}/namespaces/([a-z0-9-]+)/{_RESOURCE}/?$")
 _ALL = re.compile(rf"^/apis/{_GROUP}/{_VERSION}/{_RESOURCE}/?$")
+_LEASE_GROUP = "coordination.k8s.io"
+_LEASES = re.compile(
+    rf"^/apis/{_LEASE_GROUP}/v1/namespaces/([a-z0-9-]+)/leases(?:/([a-z0-9.-]+))?/?$"
+)
+_MICROTIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(?:Z|[+-]\d\d:\d\d)$")
+_LEASE_VERBS = frozenset({"get", "create", "update"})
 _RAND = "bcdfghjklmnpqrstvwxz2456789"  # apimachinery's rand.String alphabet
 _TIMESTAMP = "2025-06-02T09:14:07Z"
 
@@ -261,8 +289,11 @@ class FakeKubeApi:
     url: str = ""
     tokens: dict[str, str] = field(default_factory=dict)  # bearer token → user name
     grants: dict[str, set[str]] = field(default_factory=dict)  # user → namespaces ("*" = all)
+    # user → namespace → lease verbs it may use
+    lease_grants: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     requests: list[Recorded] = field(default_factory=list)
     _slices: list[Json] = field(default_factory=list)
+    _leases: dict[tuple[str, str], Json] = field(default_factory=dict)
     _resource_version: int = 4700
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -271,6 +302,40 @@ class FakeKubeApi:
         with self._lock:
             self.tokens[token] = user
             self.grants.setdefault(user, set()).update(namespaces)
+
+    def grant_leases(
+        self, user: str, namespace: str, verbs: Iterable[str] = ("get", "create", "update")
+    ) -> None:
+        """Let ``user`` use these verbs on Leases in ``namespace`` (a Role and its binding)."""
+        wanted = set(verbs)
+        if not wanted <= _LEASE_VERBS:
+            raise ValueError(f"lease verbs are {sorted(_LEASE_VERBS)}, not {sorted(wanted)}")
+        with self._lock:
+            self.lease_grants.setdefault(user, {}).setdefault(namespace, set()).update(wanted)
+
+    def revoke_leases(self, user: str) -> None:
+        with self._lock:
+            self.lease_grants.pop(user, None)
+
+    def lease(self, namespace: str, name: str) -> Json | None:
+        """The stored Lease (a copy), or None."""
+        with self._lock:
+            stored = self._leases.get((namespace, name))
+        copy: Json | None = None if stored is None else json.loads(json.dumps(stored))
+        return copy
+
+    def put_lease(self, namespace: str, name: str, spec: Json) -> Json:
+        """Store a Lease with ``spec`` as if some other client had written it; return it."""
+        with self._lock:
+            old = self._leases.get((namespace, name))
+            body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+            stored = self._store_lease(namespace, name, body, old)
+        copy: Json = json.loads(json.dumps(stored))
+        return copy
+
+    def lease_requests(self) -> list[Recorded]:
+        with self._lock:
+            return [r for r in self.requests if "/leases" in r.path]
 
     def set_slices(self, slices: Iterable[Json]) -> None:
         """Replace the stored EndpointSlices (each gets a new resourceVersion)."""
@@ -283,15 +348,124 @@ class FakeKubeApi:
                 stored.append(copy)
             self._slices = stored
 
-    def respond(self, method: str, target: str, authorization: str | None) -> tuple[int, Json]:
+    def respond(
+        self, method: str, target: str, authorization: str | None, body: bytes = b""
+    ) -> tuple[int, Json]:
         """The status and JSON body kube-apiserver would send."""
         parts = urlsplit(target)
         query = parse_qs(parts.query, keep_blank_values=True)
         with self._lock:
             user = self._authenticate(authorization)
-            status, body = self._dispatch(method, parts.path, query, user)
+            if user is not None and (leases := _LEASES.match(parts.path)):
+                status, answer = self._lease_request(
+                    method, leases.group(1), leases.group(2), user, body
+                )
+            else:
+                status, answer = self._dispatch(method, parts.path, query, user)
             self.requests.append(Recorded(method, parts.path, query, user, status))
-        return status, body
+        return status, answer
+
+    # --- leases -------------------------------------------------------------------------------
+
+    def _lease_request(
+        self, method: str, namespace: str, name: str | None, user: str, raw: bytes
+    ) -> tuple[int, Json]:
+        verb = {"GET": "get", "POST": "create", "PUT": "update"}.get(method)
+        if verb is None or (verb == "create") != (name is None):
+            return 405, _status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        if verb not in self.lease_grants.get(user, {}).get(namespace, set()):
+            target = f' "{name}"' if name else ""
+            message = (
+                f'leases.{_LEASE_GROUP}{target} is forbidden: User "{user}" cannot {verb} '
+                f'resource "leases" in API group "{_LEASE_GROUP}" in the namespace "{namespace}"'
+            )
+            details: Json = {"group": _LEASE_GROUP, "kind": "leases"}
+            if name:
+                details["name"] = name
+            return 403, _status(403, "Forbidden", message, details=details)
+        if verb == "get":
+            assert name is not None
+            stored = self._leases.get((namespace, name))
+            if stored is None:
+                return _lease_not_found(name)
+            return 200, stored
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            return 400, _status(
+                400, "BadRequest", f"couldn't get version/kind; json parse error: {exc}"
+            )
+        problem = _lease_problem(body)
+        if problem:
+            return 400, _status(400, "BadRequest", problem)
+        given = body.get("metadata", {}).get("name")
+        if verb == "create":
+            if not given:
+                return 422, _lease_invalid("", "metadata.name: Required value: name is required")
+            if (namespace, given) in self._leases:
+                message = f'leases.{_LEASE_GROUP} "{given}" already exists'
+                details = {"name": given, "group": _LEASE_GROUP, "kind": "leases"}
+                return 409, _status(409, "AlreadyExists", message, details=details)
+            return 201, self._store_lease(namespace, given, body, None)
+        assert name is not None
+        if given != name:
+            return 400, _status(
+                400,
+                "BadRequest",
+                f"the name of the object ({given}) does not match the name on the URL ({name})",
+            )
+        stored = self._leases.get((namespace, name))
+        if stored is None:
+            return _lease_not_found(name)
+        version = body.get("metadata", {}).get("resourceVersion")
+        if not version:
+            return 422, _lease_invalid(
+                name,
+                "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update",
+            )
+        if version != stored["metadata"]["resourceVersion"]:
+            message = (
+                f'Operation cannot be fulfilled on leases.{_LEASE_GROUP} "{name}": the object '
+                "has been modified; please apply your changes to the latest version and try again"
+            )
+            details = {"name": name, "group": _LEASE_GROUP, "kind": "leases"}
+            return 409, _status(409, "Conflict", message, details=details)
+        return 200, self._store_lease(namespace, name, body, stored)
+
+    def _store_lease(self, namespace: str, name: str, body: Json, old: Json | None) -> Json:
+        self._resource_version += 1
+        metadata = body.get("metadata", {})
+        uid = old["metadata"]["uid"] if old else str(uuid.uuid4())
+        stored: Json = {
+            "kind": "Lease",
+            "apiVersion": f"{_LEASE_GROUP}/v1",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+                "resourceVersion": str(self._resource_version),
+                "creationTimestamp": old["metadata"]["creationTimestamp"] if old else _TIMESTAMP,
+                **({"labels": metadata["labels"]} if metadata.get("labels") else {}),
+                **({"annotations": metadata["annotations"]} if metadata.get("annotations") else {}),
+                "managedFields": [
+                    {
+                        "manager": "pullcheck",
+                        "operation": "Update",
+                        "apiVersion": f"{_LEASE_GROUP}/v1",
+                        "time": _TIMESTAMP,
+                        "fieldsType": "FieldsV1",
+                        "fieldsV1": {"f:spec": {}},
+                    }
+                ],
+            },
+            "spec": {k: v for k, v in (body.get("spec") or {}).items() if v is not None},
+        }
+        self._leases[(namespace, name)] = stored
+        return stored
 
     def list_requests(self) -> list[Recorded]:
         with self._lock:
@@ -352,6 +526,39 @@ class FakeKubeApi:
         }
 
 
+def _lease_problem(body: Any) -> str | None:
+    """Why the apiserver could not decode ``body`` as a Lease (None: it can)."""
+    if not isinstance(body, dict) or body.get("kind") != "Lease":
+        return 'Lease in version "v1" cannot be handled as a Lease: kind must be Lease'
+    spec = body.get("spec") or {}
+    if not isinstance(spec, dict):
+        return 'Lease in version "v1" cannot be handled as a Lease: spec must be an object'
+    for key in ("acquireTime", "renewTime"):
+        value = spec.get(key)
+        if value is not None and not (isinstance(value, str) and _MICROTIME.match(value)):
+            return (
+                f'Lease in version "v1" cannot be handled as a Lease: parsing time {value!r} '
+                'as "2006-01-02T15:04:05.000000Z07:00": cannot parse as ".000000"'
+            )
+    for key in ("leaseDurationSeconds", "leaseTransitions"):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f'Lease in version "v1" cannot be handled as a Lease: {key} must be an integer'
+    return None
+
+
+def _lease_not_found(name: str) -> tuple[int, Json]:
+    details = {"name": name, "group": _LEASE_GROUP, "kind": "leases"}
+    message = f'leases.{_LEASE_GROUP} "{name}" not found'
+    return 404, _status(404, "NotFound", message, details=details)
+
+
+def _lease_invalid(name: str, cause: str) -> Json:
+    message = f'Lease.{_LEASE_GROUP} "{name}" is invalid: {cause}'
+    details = {"name": name, "group": _LEASE_GROUP, "kind": "Lease"}
+    return _status(422, "Invalid", message, details=details)
+
+
 def _status(code: int, reason: str, message: str, *, details: Json | None = None) -> Json:
     body: Json = {
         "kind": "Status",
@@ -399,10 +606,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        raw = self.rfile.read(length) if length else b""
         status, body = self.server.api.respond(
-            self.command, self.path, self.headers.get("Authorization")
+            self.command, self.path, self.headers.get("Authorization"), raw
         )
         data = json.dumps(body, separators=(",", ":")).encode()
         self.send_response(status)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -67,6 +69,13 @@ def test_every_node_is_listed_and_bad_agents_are_agent_unreachable(
     )
     assert summary["nodes"] == 6 and summary["ok"] == 3 and summary["failed"] == 3
     assert summary["by_cause"] == {"agent_unreachable": ["node-down", "node-garbage", "node-slow"]}
+    for entry in body["nodes"]:
+        if not entry["success"]:  # the reason and what to check, for the human table too
+            assert entry["summary"] and entry["agent"].startswith("http://127.0.0.1:")
+            assert entry["status"] == (200 if entry["node"] == "node-garbage" else None)
+    failed = {n["node"]: n for n in body["nodes"] if not n["success"]}
+    assert "spec.nodeName=node-down" in failed["node-down"]["remedy"]
+    assert "something other than a pullcheck agent" in failed["node-garbage"]["remedy"]
     assert len(summary["digests"]) == 1 and summary["digest_drift"] is False
     ok = [n for n in body["nodes"] if n["success"]]
     assert all(n["image_info"]["image_id"].startswith("sha256:") for n in ok)
@@ -101,6 +110,98 @@ def test_nodes_filter(aggregator: Server, lab: LabInfo) -> None:
     )
     body = reply.json()
     assert sorted(n["node"] for n in body["nodes"]) == ["node-2", "node-down"]
+
+
+def test_a_requested_node_discovery_does_not_know_is_listed_and_failed(
+    aggregator: Server, lab: LabInfo
+) -> None:
+    reply = aggregator.client().get(
+        "/v1/pulltest",
+        params={"image": lab.images["good"], "mode": "resolve", "nodes": "node-1,node-9"},
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    summary = body["summary"]
+    assert (summary["nodes"], summary["ok"], summary["failed"]) == (2, 1, 1)
+    assert summary["by_cause"] == {"node_not_found": ["node-9"]}
+    missing = next(n for n in body["nodes"] if n["node"] == "node-9")
+    assert missing["cause"] == "node_not_found" and missing["success"] is False
+    assert "node-9" in missing["summary"] and "kubectl get nodes" in missing["remedy"]
+    with aggregator.client().stream(
+        "GET",
+        "/v1/pulltest",
+        params={
+            "image": lab.images["good"],
+            "mode": "resolve",
+            "nodes": "node-9",
+            "stream": "ndjson",
+        },
+    ) as streamed:
+        assert streamed.status_code == 200
+        lines = [json.loads(line) for line in streamed.iter_lines() if line]
+    assert [line.get("cause") for line in lines[:-1]] == ["node_not_found"]
+    assert lines[-1]["summary"]["failed"] == 1
+    metrics = aggregator.client().get("/metrics").text
+    assert 'pullcheck_aggregator_node_results_total{cause="node_not_found"}' in metrics
+    # a name that cannot be a node is a usage error, not an entry
+    bad = aggregator.client().get(
+        "/v1/pulltest", params={"image": lab.images["good"], "nodes": "node-1,no/de"}
+    )
+    assert bad.status_code == 400 and "'no/de' is not a node name" in bad.json()["message"]
+
+
+def test_agents_by_state_in_the_metrics_and_the_agent_list(aggregator: Server) -> None:
+    """Every replica checks the agents' /readyz: 3 ready, 3 that are not pullcheck agents
+    answering (refused, silent, an HTML page)."""
+
+    def counts() -> dict[str, float]:
+        text = aggregator.client().get("/metrics").text
+        found = re.findall(r'^pullcheck_aggregator_agents\{state="(\w+)"\} (\S+)$', text, re.M)
+        return {state: float(value) for state, value in found}
+
+    deadline = time.monotonic() + 30
+    while counts().get("ready") != 3 or counts().get("unreachable") != 3:
+        assert time.monotonic() < deadline, counts()
+        time.sleep(0.3)
+    assert counts() == {
+        "discovered": 6,
+        "ready": 3,
+        "unready": 0,
+        "unreachable": 3,
+        "unknown": 0,
+    }
+    listed = {a["node"]: a for a in aggregator.client().get("/v1/agents").json()["agents"]}
+    assert listed["node-1"]["state"] == "ready" and "reason" not in listed["node-1"]
+    assert listed["node-garbage"]["state"] == "unreachable"
+    assert "not a pullcheck agent" in listed["node-garbage"]["reason"]
+
+
+def test_an_agent_that_refuses_is_listed_with_its_status_and_a_remedy(
+    lab: LabInfo, workdir: Path, agents: dict[str, Server]
+) -> None:
+    """An agent holding another token answers 401: the aggregator names the token as the fix."""
+    (workdir / "other-token").write_text("not-the-aggregators-token\n")
+    endpoint = control.ensure_nodes(lab, NODES)["node-2"]
+    config = agent_config(lab, workdir / "other-token", endpoint)
+    with server("agent", config, workdir, node="node-rotated") as rotated:
+        static = [
+            f"node-1={agents['node-1'].url.removeprefix('http://')}",
+            f"node-rotated={rotated.url.removeprefix('http://')}",
+        ]
+        config = _aggregator_config(lab, workdir, static)
+        with server("aggregator", config, workdir, name="agg-refused") as agg:
+            body = (
+                agg.client()
+                .get("/v1/pulltest", params={"image": lab.images["good"], "mode": "resolve"})
+                .json()
+            )
+    entry = next(n for n in body["nodes"] if n["node"] == "node-rotated")
+    assert entry["cause"] == "agent_refused" and entry["success"] is False
+    assert entry["status"] == 401 and entry["error"] == "unauthorized"
+    assert entry["summary"].startswith("the agent answered HTTP 401 unauthorized")
+    assert "same token" in entry["remedy"] and "pullcheck-token" in entry["remedy"]
+    assert body["summary"]["by_cause"] == {"agent_refused": ["node-rotated"]}
+    assert "not-the-aggregators-token" not in json.dumps(body)
 
 
 def test_aggregator_auth_and_allowlist(aggregator: Server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,73 @@ def test_cli_lists_shows_and_runs_jobs(
         assert '"phase": "done"' in shown.stdout
         missing = cli("job", "nope")
         assert missing.returncode == 2 and "not_found" in missing.stderr
+
+
+def test_a_job_timeout_over_the_agents_max_timeout_is_rejected_at_load(
+    lab: LabInfo, workdir: Path, agents: dict[str, Server]
+) -> None:
+    jobs = workdir / "too-long.yaml"
+    _write(jobs, _job("patient", [lab.images["good"]], timeout=600))
+    config = merge(
+        _aggregator(lab, workdir, jobs, _static(agents)), {"limits": {"max_timeout": 300}}
+    )
+    with server("aggregator", config, workdir, name="agg-too-long") as agg:
+        deadline = time.monotonic() + 10
+        listing = agg.client().get("/v1/prepull/jobs").json()
+        while not listing["error"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            listing = agg.client().get("/v1/prepull/jobs").json()
+    assert listing["jobs"] == []  # nothing is sent to the agents that would refuse every pull
+    error = listing["error"]
+    assert "jobs[0] (patient).timeout: 600 s" in error
+    assert "limits.max_timeout (300 s)" in error
+
+
+def test_a_node_whose_agent_is_not_ready_waits_is_counted_and_is_pulled_once_ready(
+    lab: LabInfo, workdir: Path, agents: dict[str, Server]
+) -> None:
+    """node-4's agent answers but its runtime is down: the job counts it and shows it waiting
+    with the cause; once its runtime answers, the job pulls its images there too."""
+    image = access.fresh_reference(lab)
+    jobs = workdir / "waiting.yaml"
+    _write(jobs, _job("everywhere", [image], pacing={"max_parallel_nodes": "100%", "jitter": 0}))
+    port = free_port()
+    static = [*_static(agents), f"node-4=127.0.0.1:{port}"]
+    down = agent_config(lab, workdir / "token", "unix:///var/tmp/pullcheck-lab/no-such.sock")
+
+    def node_4(body: dict[str, Any]) -> dict[str, Any]:
+        return next(n for n in body["nodes"] if n["node"] == "node-4")
+
+    with ExitStack() as stack:
+        runtime_down = stack.enter_context(ExitStack())
+        runtime_down.enter_context(server("agent", down, workdir, node="node-4", port=port))
+        config = _aggregator(lab, workdir, jobs, static)
+        agg = stack.enter_context(server("aggregator", config, workdir, name="agg-wait"))
+        _wait(agg, "everywhere", lambda b: b["images_total"] == NODES + 1)
+        assert agg.client().post("/v1/prepull/jobs/everywhere/run").status_code == 202
+        body = _wait(
+            agg,
+            "everywhere",
+            lambda b: (
+                not b["running"]
+                and b["images_ready"] == NODES
+                and node_4(b)["cause"] == "runtime_unavailable"
+            ),
+        )
+        assert len(body["nodes"]) == NODES + 1 and body["images_total"] == NODES + 1
+        assert body["wave"]["pending"] == 1 and body["wave"]["done"] == NODES
+        item = node_4(body)
+        assert item["phase"] == "pending" and item["attempts"] == 0
+        assert "not ready" in item["summary"] and "no-such.sock" in item["summary"]
+        assert "containerd" in item["remedy"]
+        # the node's runtime is back: its agent restarts with the right socket
+        runtime_down.close()
+        endpoint = control.ensure_nodes(lab, NODES + 1)[f"node-{NODES + 1}"]
+        up = agent_config(lab, workdir / "token", endpoint)
+        stack.enter_context(server("agent", up, workdir, node="node-4", port=port))
+        body = _wait(agg, "everywhere", lambda b: b["images_ready"] == NODES + 1)
+    item = node_4(body)
+    assert item["phase"] == "done" and item["cause"] is None and not item["skipped"]
 
 
 def test_rate_limit_pauses_the_registry_for_the_job(

@@ -75,6 +75,11 @@ NOT_ALERTED_CAUSES = {
     "cancelled",
 }
 
+LEASE_ROLE = "pullcheck-aggregator-leader-election"
+ENDPOINTSLICES_RULES = [
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
+]
+
 KUSTOMIZATION_NAMES = {"kustomization.yaml", "kustomization.yml", "Kustomization"}
 
 
@@ -525,6 +530,8 @@ def test_builds_contain_the_expected_objects(builds: dict[str, list[Doc]]) -> No
         ("Deployment", "pullcheck-aggregator"),
         ("Service", "pullcheck-aggregator"),
         ("PodDisruptionBudget", "pullcheck-aggregator"),
+        ("Role", LEASE_ROLE),
+        ("RoleBinding", LEASE_ROLE),
         ("NetworkPolicy", "pullcheck-agent"),
         ("NetworkPolicy", "pullcheck-aggregator"),
     ]:
@@ -785,15 +792,19 @@ def test_rbac_is_least_privilege(builds: dict[str, list[Doc]], build: str) -> No
     assert not _find(docs, "ClusterRole") and not _find(docs, "ClusterRoleBinding")
     for account in _find(docs, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
+    settings = _settings_of(docs, "aggregator")
+    lease_rules = [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [settings.aggregator.leader_election.lease_name],
+            "verbs": ["get", "update"],
+        },
+    ]
     roles = _find(docs, "Role")
     for role in roles:
-        assert role["rules"] == [
-            {
-                "apiGroups": ["discovery.k8s.io"],
-                "resources": ["endpointslices"],
-                "verbs": ["list"],
-            }
-        ]
+        assert role["rules"] in (ENDPOINTSLICES_RULES, lease_rules), role["metadata"]["name"]
     bound_accounts = set()
     for binding in _find(docs, "RoleBinding"):
         assert binding["roleRef"]["kind"] == "Role"
@@ -807,12 +818,36 @@ def test_rbac_is_least_privilege(builds: dict[str, list[Doc]], build: str) -> No
             bound_accounts.add(subject["name"])
     assert _pod_spec(_agent(docs))["automountServiceAccountToken"] is False
     aggregator = _pod_spec(_aggregator(docs))
-    # a token only where it is used, and used only with the Role
+    # a token only where it is used, and used only with the Roles
     assert aggregator["automountServiceAccountToken"] is bool(bound_accounts)
-    mode = _settings_of(docs, "aggregator").aggregator.discovery.mode
-    assert bool(roles) == (mode == "endpointslices"), "the Role exactly when the mode needs it"
+    # the lease Role always (the replicas elect a leader in a cluster); the EndpointSlice Role
+    # exactly when the discovery mode needs it
+    assert settings.aggregator.leader_election.mode in ("auto", "lease")
+    assert _one(docs, "Role", LEASE_ROLE)["rules"] == lease_rules
+    slices = [r for r in roles if r["rules"] == ENDPOINTSLICES_RULES]
+    assert bool(slices) == (settings.aggregator.discovery.mode == "endpointslices")
     if build == "base":
-        assert not roles
+        assert [r["metadata"]["name"] for r in roles] == [LEASE_ROLE]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_aggregator_replicas_know_who_they_are_for_the_election(
+    builds: dict[str, list[Doc]], build: str
+) -> None:
+    """The Lease holder is the pod's name and the other replica forwards to its pod IP."""
+    docs = builds[build]
+    [container] = _pod_spec(_aggregator(docs))["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    for name, field in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_IP", "status.podIP"),
+    ]:
+        assert env[name]["valueFrom"] == {"fieldRef": {"fieldPath": field}}, name
+    election = _settings_of(docs, "aggregator").aggregator.leader_election
+    assert election.identity is None and election.advertise_url is None  # from the env above
+    assert election.lease_namespace is None  # $POD_NAMESPACE: where the Role grants the Lease
+    assert election.lease_duration > election.renew_deadline > 1.2 * election.retry_period
 
 
 # --- services, discovery, monitoring --------------------------------------------------------
@@ -999,7 +1034,19 @@ def test_network_policies_admit_only_known_peers_on_the_api_ports(
                     clients = peer == {
                         "namespaceSelector": {"matchLabels": {"pullcheck.io/client": "true"}}
                     }
-                    assert clients or _prometheus_peer(peer), peer
+                    # a replica forwards job requests to the elected leader
+                    replicas = list(peer) == ["podSelector"] and _selects(
+                        peer["podSelector"]["matchLabels"], pod_labels(aggregator)
+                    )
+                    assert clients or replicas or _prometheus_peer(peer), peer
+    forwarding = [
+        peer
+        for rule in _ingress_rules(docs, aggregator)
+        for peer in rule["from"]
+        if list(peer) == ["podSelector"]
+        and _selects(peer["podSelector"]["matchLabels"], pod_labels(aggregator))
+    ]
+    assert forwarding, "the replicas must reach each other: non-leaders forward to the leader"
 
 
 def test_network_policy_caveat_is_documented() -> None:

@@ -254,6 +254,58 @@ def test_error_lists_problems() -> None:
     assert caught.value.path == Path("f")
 
 
+def test_timeout_over_the_agents_max_timeout_is_named_with_both_values() -> None:
+    """The agents refuse a pull whose timeout is over their limits.max_timeout: say so at load."""
+    text = dedent(
+        """\
+        jobs:
+          - {name: slow, images: [nginx], on_new_node: true, timeout: 1200}
+          - {name: fine, images: [nginx], on_new_node: true, timeout: 900}
+          - {name: default, images: [nginx], on_new_node: true}
+        """
+    )
+    assert [j.name for j in parse_jobs(text, "jobs.yaml").jobs] == ["slow", "fine", "default"]
+    with pytest.raises(JobFileError) as caught:
+        parse_jobs(text, "jobs.yaml", max_timeout=900)
+    assert caught.value.problems == (
+        "jobs[0] (slow).timeout: 1200 s is over the agents' limits.max_timeout (900 s), so the "
+        "agents would refuse every pull; lower the job's timeout or raise limits.max_timeout",
+    )
+    with pytest.raises(JobFileError) as caught:
+        parse_jobs(text, "jobs.yaml", max_timeout=300)
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "jobs[0] (slow).timeout",
+        "jobs[1] (fine).timeout",
+        "jobs[2] (default).timeout",
+    ]
+    assert "600 s (the default) is over the agents' limits.max_timeout (300 s)" in str(caught.value)
+
+
+def test_timeout_problem_is_reported_with_the_others() -> None:
+    with pytest.raises(JobFileError) as caught:
+        parse_jobs(
+            "jobs:\n  - {name: a, images: [nginx], timeout: 5000, schedule: x}\n",
+            "f",
+            max_timeout=3600,
+        )
+    assert caught.value.problems == (
+        "jobs[0] (a).schedule: 'x' is not a 5-field cron expression",
+        "jobs[0] (a).timeout: 5000 s is over the agents' limits.max_timeout (3600 s), so the "
+        "agents would refuse every pull; lower the job's timeout or raise limits.max_timeout",
+    )
+
+
+def test_job_source_applies_the_max_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.yaml"
+    path.write_text("jobs:\n  - {name: a, images: [nginx], on_new_node: true, timeout: 901}\n")
+    assert load_jobs(path).jobs[0].timeout == 901
+    with pytest.raises(JobFileError, match=r"901 s is over the agents' limits.max_timeout"):
+        load_jobs(path, max_timeout=900)
+    source = JobSource(path, max_timeout=900)
+    assert source.check_now() is False and source.version == 0
+    assert source.last_error is not None and "(a).timeout: 901 s" in source.last_error
+
+
 # --- watching -----------------------------------------------------------------------------------
 
 

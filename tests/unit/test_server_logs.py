@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import logging.config
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,34 +15,20 @@ import uvicorn
 
 from agent.models import Cause, PullTestResult
 from agent.server.logs import (
+    MAX_LOGGED_TARGET,
     JsonFormatter,
     configure_logging,
     log_event,
     log_pulltest,
-    redact_fields,
-    redact_text,
     uvicorn_log_config,
 )
+from tests.unit.conftest import capture_uvicorn_logs, serving
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SECRETS = ("hunter2", "s3cr3t-t0k3n", "Ym9iOmh1bnRlcjI=", "eyJhbGciOi.payload.sig")
 DIGEST = "sha256:" + "ab" * 32
 
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    names = ("pullcheck", "agent", "uvicorn", "uvicorn.error", "uvicorn.access")
-    saved = {}
-    for name in names:
-        logger = logging.getLogger(name)
-        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
-    yield
-    for name, (handlers, level, propagate, disabled) in saved.items():
-        logger = logging.getLogger(name)
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate = propagate
-        logger.disabled = disabled
+pytestmark = pytest.mark.usefixtures("restore_logging")
 
 
 def lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -226,35 +210,6 @@ def test_secrets_never_reach_the_output() -> None:
     assert raw["redacted"] == ["Authorization"]
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("https://u:p@host/v2/", "https://<redacted>@host/v2/"),
-        ("http://user:p@ss@host:5000/x", "http://<redacted>@host:5000/x"),
-        ("u:p@host", "<redacted>@host"),
-        (f"alpine@{DIGEST}", f"alpine@{DIGEST}"),
-        (f"quay.io/a/b:1@{DIGEST}", f"quay.io/a/b:1@{DIGEST}"),
-        (
-            'Bearer realm="https://auth.docker.io/token"',
-            'Bearer realm="https://auth.docker.io/token"',
-        ),
-        ("Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic <redacted>"),
-        ("?password=x&service=y", "?password=<redacted>&service=y"),
-        ('{"token": "abc.def"}', '{"token": "<redacted>"}'),
-        ("plain text with user@example.com", "plain text with user@example.com"),
-        ("", ""),
-    ],
-)
-def test_redact_text(text: str, expected: str) -> None:
-    assert redact_text(text) == expected
-
-
-def test_redact_fields_handles_models_and_depth() -> None:
-    clean, dropped = redact_fields({"result": result(), "nested": {"a": {"api_key": "k"}}})
-    assert clean["result"]["node"] == "node-a"
-    assert clean["nested"] == {"a": {}} and dropped == ["nested.a.api_key"]
-
-
 # --- uvicorn ---------------------------------------------------------------------------------
 
 
@@ -262,9 +217,8 @@ def _install_uvicorn_config(out: io.StringIO) -> None:
     logging.config.dictConfig(uvicorn_log_config("info"))
     for name in ("uvicorn", "uvicorn.access"):
         for handler in logging.getLogger(name).handlers:
-            assert isinstance(handler, logging.StreamHandler)
             assert isinstance(handler.formatter, JsonFormatter)
-            handler.setStream(out)
+    capture_uvicorn_logs(out)
 
 
 def test_uvicorn_access_record_becomes_a_json_line() -> None:
@@ -292,6 +246,30 @@ def test_uvicorn_access_record_becomes_a_json_line() -> None:
     assert "s3cr3t" not in out.getvalue()
 
 
+def test_access_line_masks_every_credential_key_and_caps_the_target() -> None:
+    out = io.StringIO()
+    _install_uvicorn_config(out)
+    paths = [
+        "/v1/pulltest?image=a&creds=bob:hunter2",  # refused (unknown parameter), still logged
+        "/v1/pulltest?image=a&%63reds=bob%3Ahunter2&Password=hunter2&docker_config=%7B%7D",
+        "/v1/pulltest?auth=Ym9iOmh1bnRlcjI%3D&x-auth-token=s3cr3t-t0k3n",
+        "/healthz?x=" + "a" * 60_000,
+    ]
+    for path in paths:
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "10.0.0.7:5123", "GET", path, "1.1", 400
+        )
+    first, encoded, auth, long = (line["path"] for line in lines(out))
+    assert first == "/v1/pulltest?image=a&creds=<redacted>"
+    assert encoded == (
+        "/v1/pulltest?image=a&creds=<redacted>&Password=<redacted>&docker_config=<redacted>"
+    )
+    assert auth == "/v1/pulltest?auth=<redacted>&x-auth-token=<redacted>"
+    assert long == "/healthz?x=" + "a" * (MAX_LOGGED_TARGET - 11) + "…(+57963 chars)"
+    for secret in SECRETS:
+        assert secret not in out.getvalue()
+
+
 def test_uvicorn_accepts_the_config_with_use_colors() -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
         pass
@@ -312,24 +290,12 @@ async def test_a_real_uvicorn_server_logs_requests_as_json() -> None:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, log_config=uvicorn_log_config("info"), lifespan="off"
     )
-    for name in ("uvicorn", "uvicorn.access"):
-        for handler in logging.getLogger(name).handlers:
-            assert isinstance(handler, logging.StreamHandler)
-            handler.setStream(out)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        async with httpx.AsyncClient() as client:
-            reply = await client.get(f"http://127.0.0.1:{port}/healthz?password=hunter2")
-            assert reply.status_code == 204
-            encoded = "/v1/pulltest?image=bob%3Ahunter2%40registry.example.com%2Fapp%3A1"
-            await client.get(f"http://127.0.0.1:{port}{encoded}")
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 5)
+    capture_uvicorn_logs(out)
+    async with serving(config) as url, httpx.AsyncClient() as client:
+        reply = await client.get(f"{url}/healthz?password=hunter2")
+        assert reply.status_code == 204
+        encoded = "/v1/pulltest?image=bob%3Ahunter2%40registry.example.com%2Fapp%3A1"
+        await client.get(f"{url}{encoded}")
     records = lines(out)
     access = [r for r in records if r["event"] == "http_request"]
     assert len(access) == 2

@@ -504,7 +504,7 @@ def test_aggregator_metrics() -> None:
     m.observe_request("http://10.0.0.1:8080/x", "ok")
     m.observe_request("pulltest", "bad_request")  # a route name is fine too (over the cap here)
     m.observe_fanout("/v1/pulltest", 2.0)
-    m.set_agents(reachable=7, unreachable=2)
+    m.set_agents({"discovered": 9, "ready": 7, "unreachable": 2})
     for cause in (None, None, "agent_unreachable", Cause.TIMEOUT, "agent_refused", "weird text"):
         m.observe_node_result(cause)
     assert (
@@ -528,8 +528,14 @@ def test_aggregator_metrics() -> None:
     assert (
         value(m, "pullcheck_aggregator_fanout_duration_seconds_count", endpoint="/v1/pulltest") == 1
     )
-    assert value(m, "pullcheck_aggregator_agents", state="reachable") == 7
+    assert value(m, "pullcheck_aggregator_agents", state="discovered") == 9
+    assert value(m, "pullcheck_aggregator_agents", state="ready") == 7
     assert value(m, "pullcheck_aggregator_agents", state="unreachable") == 2
+    assert value(m, "pullcheck_aggregator_agents", state="unready") == 0
+    with pytest.raises(ValueError, match="reachable"):
+        m.set_agents({"reachable": 1})
+    m.set_leader(True)
+    assert value(m, "pullcheck_aggregator_leader") == 1
     causes = {
         s.labels["cause"]: s.value
         for s in samples(m)
