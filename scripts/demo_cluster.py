@@ -1,12 +1,12 @@
 """The cluster view on the lab: three nodes, an agent on each, one aggregator, one question.
 
-Started by ``scripts/demo.sh``: asks the aggregator "can every node pull this?" for a good image
-and for a missing tag, prints the summaries, and stops everything it started.
+Started by ``scripts/demo.sh``: asks "can every node pull this?" with ``pullcheck cluster pull``
+for a good image and for a missing tag, shows the node x endpoint matrix, runs a warm-cache job,
+and stops everything it started.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import tempfile
@@ -52,40 +52,26 @@ def main() -> None:
         )
         aggregator = stack.enter_context(server("aggregator", config, workdir))
         client = aggregator.client()
-        for image, mode in ((lab.images["good"], "pull"), (lab.images["missing_tag"], "resolve")):
-            print(
-                f"\n$ curl -H 'Authorization: Bearer …' "
-                f"'{aggregator.url}/v1/pulltest?image={image}&mode={mode}'"
+        token_file = str(workdir / "token")
+
+        def pullcheck(*args: str) -> None:
+            shown = " ".join(args)
+            print(f"\n$ pullcheck {shown} --url {aggregator.url} --token-file …", flush=True)
+            command = [sys.executable, "-m", "agent", *args]
+            subprocess.run(
+                [*command, "--url", aggregator.url, "--token-file", token_file], check=False
             )
-            body = client.get("/v1/pulltest", params={"image": image, "mode": mode}).json()
-            print(json.dumps(body["summary"], indent=2))
-            for node in body["nodes"]:
-                print(
-                    f"  {node['node']}: {'ok' if node['success'] else node['cause']} — "
-                    f"{node['summary']}"
-                )
+
+        pullcheck("cluster", "pull", lab.images["good"])
+        pullcheck("cluster", "pull", lab.images["missing_tag"], "--mode", "resolve")
+        pullcheck("cluster", "connectivity")
         print("\n# a warm-cache job, one node at a time (pacing.max_parallel_nodes: 1)")
         time.sleep(2)  # the aggregator finds the agents
         client.post("/v1/prepull/jobs/warm-lab/run")
         time.sleep(1)
         while client.get("/v1/prepull/jobs/warm-lab").json()["running"]:
             time.sleep(0.5)
-        print(f"$ pullcheck prepull job warm-lab --url {aggregator.url}", flush=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "agent",
-                "prepull",
-                "job",
-                "warm-lab",
-                "--url",
-                aggregator.url,
-                "--token-file",
-                str(workdir / "token"),
-            ],
-            check=False,
-        )
+        pullcheck("prepull", "job", "warm-lab")
 
 
 if __name__ == "__main__":

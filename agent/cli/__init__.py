@@ -1,7 +1,7 @@
 """The ``pullcheck`` command line: one command per module, like crictl.
 
-Exit codes: 0 success, 1 diagnosed failure, 2 invalid usage or input. With ``--json`` every
-outcome, usage errors included, prints exactly one JSON object on stdout.
+Exit codes: 0 success, 1 diagnosed failure, 2 invalid usage or input, 130 interrupted (Ctrl-C).
+With ``--json`` every outcome, usage errors included, prints exactly one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from collections.abc import Sequence
 import click
 
 from agent import __version__
-from agent.cli._options import EXIT_USAGE
+from agent.cli._options import EXIT_INTERRUPTED, EXIT_USAGE, CommandError
+from agent.cli._render import printable
 from agent.cli.agent import agent
 from agent.cli.aggregator import aggregator
+from agent.cli.cluster import cluster
 from agent.cli.images import images
 from agent.cli.prepull import prepull
 from agent.cli.probe import probe
@@ -32,16 +34,21 @@ def cli() -> None:
     """Diagnose image pulls from the container runtime's own vantage point."""
 
 
-for command in (pull, probe, images, runtime, agent, aggregator, prepull):
+for command in (pull, probe, images, runtime, agent, aggregator, prepull, cluster):
     cli.add_command(command)
 
 
-def _usage_error(message: str, argv: Sequence[str], kind: str = "usage") -> int:
+def _report(
+    message: str, argv: Sequence[str], ctx: click.Context | None, kind: str = "usage"
+) -> None:
+    """One JSON object on stdout with --json, else one line on stderr; the command is named."""
+    where = ctx.command_path if ctx is not None else "pullcheck"
     if "--json" in argv:
-        sys.stdout.write(json.dumps({"success": False, "error": kind, "message": message}) + "\n")
-    else:
-        click.echo(f"pullcheck: error: {message}", err=True)
-    return EXIT_USAGE
+        body = {"success": False, "error": kind, "message": f"{where}: {message}"}
+        sys.stdout.write(json.dumps(body) + "\n")
+        return
+    hint = f"\nTry '{where} --help'." if kind == "usage" and ctx is not None else ""
+    click.echo(f"{printable(where)}: error: {printable(message)}{hint}", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -50,19 +57,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         code = cli.main(args=args, prog_name="pullcheck", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        click.echo(exc.ctx.get_help())
         code = EXIT_USAGE
     except click.UsageError as exc:
-        hint = (
-            f"\nTry 'pullcheck {exc.ctx.command.name} --help'."
-            if exc.ctx and "--json" not in args
-            else ""
-        )
-        code = _usage_error(exc.format_message() + hint, args)
+        _report(exc.format_message(), args, exc.ctx)
+        code = EXIT_USAGE
+    except CommandError as exc:
+        _report(exc.format_message(), args, exc.ctx, kind=exc.kind)
+        code = exc.code
     except click.ClickException as exc:
-        code = _usage_error(exc.format_message(), args)
+        _report(exc.format_message(), args, None)
+        code = EXIT_USAGE
     except (CredentialError, InvalidEndpoint, HostsConfigError) as exc:
-        code = _usage_error(str(exc), args, kind="invalid_input")
+        _report(str(exc), args, None, kind="invalid_input")
+        code = EXIT_USAGE
     except click.exceptions.Abort:
-        code = 130
+        _report("interrupted", args, None, kind="interrupted")
+        code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,69 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+
+MAX_TEST_SECONDS = 86_400.0  # a pull test's deadline: one day is already absurd
+MAX_STEP_SECONDS = 3_600.0  # one CRI call or one probe step
+
+
+class CommandError(click.ClickException):
+    """A command that could not do its job for a reason other than usage (exit 1 by default).
+
+    ``main()`` prints it as one JSON object ``{"success": false, "error": kind, "message": …}``
+    with ``--json``, else as one line on stderr.
+    """
+
+    def __init__(self, message: str, kind: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code  # the process exit status
+        self.ctx = click.get_current_context(silent=True)  # names the command in the message
+
+
+class Number(click.ParamType[float, Any]):
+    """A finite number within ``[minimum, maximum]``: nan, inf and out-of-range are usage errors.
+
+    click's FloatRange lets nan through (every comparison with nan is false), so this type
+    parses the text itself and names the option and the accepted range in its message.
+    """
+
+    name = "number"
+
+    def __init__(self, minimum: float, maximum: float, unit: str = "") -> None:
+        if not (math.isfinite(minimum) and math.isfinite(maximum) and minimum <= maximum):
+            raise ValueError(f"bad bounds [{minimum}, {maximum}]")
+        self.minimum, self.maximum, self.unit = minimum, maximum, unit
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        number: float | None
+        if isinstance(value, bool):  # bool is an int; True is not a number of seconds
+            number = None
+        elif isinstance(value, int | float):
+            number = float(value)
+        else:
+            try:
+                number = float(str(value).strip())
+            except (ValueError, OverflowError):
+                number = None
+        if number is None or not (math.isfinite(number) and self.minimum <= number <= self.maximum):
+            unit = f" {self.unit}" if self.unit else ""
+            self.fail(
+                f"{str(value)!r} is not a number{unit} from {self.minimum:g} to {self.maximum:g}",
+                param,
+                ctx,
+            )
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context) -> str | None:
+        return f"[{self.minimum:g}-{self.maximum:g}]"
+
+
+def seconds(maximum: float, minimum: float = 0.1) -> Number:
+    """A duration option in seconds."""
+    return Number(minimum, maximum, unit="of seconds")
 
 
 def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -30,6 +94,13 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print exactly one JSON object (schema in the README)."
+)
+
+verbose_option = click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Show the phase and endpoint tables for a success too (failures always show them).",
 )
 
 endpoint_option = click.option(
@@ -47,11 +118,10 @@ cri_options = _compose(
     endpoint_option,
     click.option(
         "--cri-timeout",
-        type=click.FloatRange(min=0.1),
+        type=seconds(MAX_STEP_SECONDS),
         default=2.0,
         show_default=True,
-        metavar="S",
-        help="Connect timeout and deadline of non-pull CRI calls.",
+        help="Connect timeout and deadline of non-pull CRI calls, in seconds.",
     ),
     click.option(
         "--cri-api",
@@ -95,11 +165,10 @@ path_options = _compose(
     ),
     click.option(
         "--probe-timeout",
-        type=click.FloatRange(min=0.1),
+        type=seconds(MAX_STEP_SECONDS),
         default=10.0,
         show_default=True,
-        metavar="S",
-        help="Timeout of each probe step.",
+        help="Timeout of each probe step, in seconds.",
     ),
 )
 
@@ -163,14 +232,21 @@ def credentials_from(params: dict[str, Any]) -> tuple[Credential | None, Keyring
 
 __all__ = [
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "MAX_STEP_SECONDS",
+    "MAX_TEST_SECONDS",
+    "CommandError",
     "CredentialError",
+    "Number",
     "credential_options",
     "credentials_from",
     "cri_options",
     "exit_code",
     "json_option",
     "path_options",
+    "seconds",
     "settings_from",
+    "verbose_option",
 ]

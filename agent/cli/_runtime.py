@@ -6,8 +6,6 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from rich.markup import escape
-
 from agent.cli import _render
 from agent.cli._options import EXIT_FAILED
 from agent.cri import CriClient, RuntimeUnavailable, connect
@@ -35,5 +33,5 @@ def report_unavailable(exc: RuntimeUnavailable, as_json: bool) -> int:
         }
         print(json.dumps(body, indent=2))
     else:
-        _render.err.print(f"[red]runtime_unavailable[/] {escape(str(exc))}")
+        _render.err.print(f"[red]runtime_unavailable[/] {_render.clean(exc)}")
     return EXIT_FAILED

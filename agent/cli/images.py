@@ -8,7 +8,6 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-from rich.table import Table
 
 from agent.cli import _render
 from agent.cli._options import EXIT_OK, cri_options, json_option, settings_from
@@ -32,9 +31,7 @@ def images(as_json: bool, **params: Any) -> int:
     if as_json:
         print(json.dumps({"success": True, "images": [asdict(i) for i in found]}, indent=2))
         return EXIT_OK
-    table = Table(box=None, pad_edge=False)
-    for col in ("IMAGE", "TAG", "DIGEST", "IMAGE ID", "SIZE"):
-        table.add_column(col)
+    table = _render.table("IMAGE", "TAG", "DIGEST", "IMAGE ID", "SIZE")
     for img in sorted(found, key=lambda i: (i.repo_tags or i.repo_digests or [i.id])[0]):
         digest = img.repo_digests[0].split("@", 1)[1][:19] if img.repo_digests else "<none>"
         rows = [t.rsplit(":", 1) for t in img.repo_tags] or [
@@ -42,7 +39,11 @@ def images(as_json: bool, **params: Any) -> int:
         ]
         for repo, tag in rows:
             table.add_row(
-                repo, tag, digest, img.id.removeprefix("sha256:")[:13], _render.human_size(img.size)
+                _render.cell(repo),
+                _render.cell(tag),
+                _render.cell(digest),
+                _render.cell(img.id.removeprefix("sha256:")[:13]),
+                _render.human_size(img.size),
             )
-    _render.out.print(table)
+    _render.print_table(table)
     return EXIT_OK

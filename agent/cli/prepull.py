@@ -5,60 +5,72 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import click
-import httpx
-from rich.markup import escape
-from rich.table import Table
 
 from agent.cli import _render
-from agent.cli._options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, json_option
-
-url_option = click.option(
-    "--url",
-    envvar="PULLCHECK_AGGREGATOR_URL",
-    default="http://127.0.0.1:8480",
-    show_default=True,
-    help="The aggregator [env PULLCHECK_AGGREGATOR_URL].",
-)
-token_option = click.option(
-    "--token-file",
-    envvar="PULLCHECK_TOKEN_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("/var/run/secrets/pullcheck/token"),
-    show_default=True,
-    help="File holding the bearer token [env PULLCHECK_TOKEN_FILE].",
-)
+from agent.cli._aggregator import Aggregator, token_option, url_option
+from agent.cli._options import EXIT_OK, json_option
+from agent.cli._render import cell, clean
 
 
-def _call(method: str, url: str, token_file: Path) -> tuple[int, dict[str, Any]]:
-    try:
-        token = token_file.read_text().strip()
-    except OSError as exc:
-        raise click.UsageError(f"token file {token_file}: {exc.strerror}") from None
-    try:
-        reply = httpx.request(
-            method, url, headers={"Authorization": f"Bearer {token}"}, timeout=30, trust_env=False
+def render_jobs(body: dict[str, Any]) -> None:
+    """The job list: schedule, policy and progress per job."""
+    if body.get("error"):
+        _render.out.print(
+            f"[yellow]job file rejected[/] {clean(body['error'])} (previous jobs run)"
         )
-        body = reply.json()
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"aggregator at {url}: {exc}") from None
-    except ValueError:
-        raise click.ClickException(f"aggregator at {url}: not a JSON answer") from None
-    return reply.status_code, body if isinstance(body, dict) else {"value": body}
-
-
-def _finish(status: int, body: dict[str, Any], as_json: bool) -> int | None:
-    """Print errors (and JSON); return an exit code when there is nothing more to render."""
-    if as_json:
-        print(json.dumps(body, indent=2))
-        return EXIT_OK if status < 400 else EXIT_FAILED
-    if status >= 400:
-        _render.err.print(
-            f"[red]{escape(str(body.get('error')))}[/] {escape(str(body.get('message')))}"
+    grid = _render.table("JOB", "TRIGGER", "POLICY", "READY", "PULLING", "FAILED", "NEXT RUN")
+    for job in body.get("jobs", []):
+        trigger = " + ".join(
+            t
+            for t in (
+                job["schedule"] and f"{job['schedule']} {job['timezone']}",
+                job["on_new_node"] and "new nodes",
+            )
+            if t
         )
-        return EXIT_USAGE if status in (400, 404) else EXIT_FAILED
-    return None
+        wave = job.get("wave", {})
+        grid.add_row(
+            cell(job["name"]),
+            cell(trigger),
+            cell(job["policy"]),
+            cell(f"{job['images_ready']}/{job['images_total']}"),
+            cell(wave.get("pulling", 0)),
+            cell(wave.get("failed", 0)),
+            cell(job.get("next_run") or "-"),
+        )
+    _render.print_table(grid)
+
+
+def render_job(body: dict[str, Any]) -> None:
+    """One job per node and image: phase, tries, digest, time, and why not."""
+    _render.out.print(
+        f"[bold]{clean(body['name'])}[/] {clean(body['images_ready'])}/"
+        f"{clean(body['images_total'])} ready, running: {_render.yes_no(bool(body['running']))}"
+    )
+    for registry, until in body.get("paused_registries", {}).items():
+        _render.out.print(f"[yellow]paused[/] {clean(registry)} until {clean(until)} (rate limit)")
+    grid = _render.table(
+        "NODE", "IMAGE", "PHASE", "TRIES", "DIGEST", "TIME", "NOTE / CAUSE: REMEDY"
+    )
+    for item in body.get("nodes", []):
+        why = item.get("cause") or ""
+        if why and item.get("remedy"):
+            why += f": {item['remedy']}"
+        elif not why and item.get("skipped"):
+            why = item.get("summary") or "already present"
+        grid.add_row(
+            cell(item["node"]),
+            cell(item["image"]),
+            cell(item["phase"]),
+            cell(item["attempts"]),
+            cell((item.get("digest") or "")[:19]),
+            cell(f"{item['duration_ms'] / 1000:.1f}s"),
+            cell(why),
+        )
+    _render.print_table(grid)
 
 
 @click.group("prepull")
@@ -72,37 +84,11 @@ def prepull() -> None:
 @json_option
 def jobs(url: str, token_file: Path, as_json: bool) -> int:
     """List jobs with schedule and progress."""
-    status, body = _call("GET", f"{url.rstrip('/')}/v1/prepull/jobs", token_file)
-    code = _finish(status, body, as_json)
-    if code is not None:
-        return code
-    if body.get("error"):
-        _render.out.print(
-            f"[yellow]job file rejected[/] {escape(body['error'])} (previous jobs run)"
-        )
-    table = Table(box=None, pad_edge=False)
-    for col in ("JOB", "TRIGGER", "POLICY", "READY", "PULLING", "FAILED", "NEXT RUN"):
-        table.add_column(col)
-    for job in body.get("jobs", []):
-        trigger = " + ".join(
-            t
-            for t in (
-                job["schedule"] and f"{job['schedule']} {job['timezone']}",
-                job["on_new_node"] and "new nodes",
-            )
-            if t
-        )
-        wave = job.get("wave", {})
-        table.add_row(
-            job["name"],
-            trigger,
-            job["policy"],
-            f"{job['images_ready']}/{job['images_total']}",
-            str(wave.get("pulling", 0)),
-            str(wave.get("failed", 0)),
-            job.get("next_run") or "-",
-        )
-    _render.out.print(table)
+    body = Aggregator(url, token_file).call("GET", "/v1/prepull/jobs")
+    if as_json:
+        print(json.dumps(body, indent=2))
+    else:
+        render_jobs(body)
     return EXIT_OK
 
 
@@ -113,35 +99,11 @@ def jobs(url: str, token_file: Path, as_json: bool) -> int:
 @json_option
 def job(name: str, url: str, token_file: Path, as_json: bool) -> int:
     """One job per node and image: phase, digest, duration, cause and remedy."""
-    status, body = _call("GET", f"{url.rstrip('/')}/v1/prepull/jobs/{name}", token_file)
-    code = _finish(status, body, as_json)
-    if code is not None:
-        return code
-    _render.out.print(
-        f"[bold]{escape(name)}[/] {body['images_ready']}/{body['images_total']} "
-        f"ready, running: {body['running']}"
-    )
-    for registry, until in body.get("paused_registries", {}).items():
-        _render.out.print(f"[yellow]paused[/] {escape(registry)} until {until} (rate limit)")
-    table = Table(box=None, pad_edge=False)
-    for col in ("NODE", "IMAGE", "PHASE", "TRIES", "DIGEST", "TIME", "NOTE / CAUSE: REMEDY"):
-        table.add_column(col)
-    for item in body.get("nodes", []):
-        why = item.get("cause") or ""
-        if why and item.get("remedy"):
-            why += f": {item['remedy']}"
-        elif not why and item.get("skipped"):
-            why = item.get("summary") or "already present"
-        table.add_row(
-            item["node"],
-            item["image"],
-            item["phase"],
-            str(item["attempts"]),
-            (item.get("digest") or "")[:19],
-            f"{item['duration_ms'] / 1000:.1f}s",
-            escape(why),
-        )
-    _render.out.print(table)
+    body = Aggregator(url, token_file).call("GET", f"/v1/prepull/jobs/{quote(name, safe='')}")
+    if as_json:
+        print(json.dumps(body, indent=2))
+    else:
+        render_job(body)
     return EXIT_OK
 
 
@@ -152,9 +114,9 @@ def job(name: str, url: str, token_file: Path, as_json: bool) -> int:
 @json_option
 def run(name: str, url: str, token_file: Path, as_json: bool) -> int:
     """Run a job now, within its caps."""
-    status, body = _call("POST", f"{url.rstrip('/')}/v1/prepull/jobs/{name}/run", token_file)
-    code = _finish(status, body, as_json)
-    if code is not None:
-        return code
-    _render.out.print(f"started {escape(name)}")
+    body = Aggregator(url, token_file).call("POST", f"/v1/prepull/jobs/{quote(name, safe='')}/run")
+    if as_json:
+        print(json.dumps(body, indent=2))
+    else:
+        _render.out.print(f"started {clean(name)}")
     return EXIT_OK

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
 
 from agent.cli import _render
+from agent.cli._interrupt import run_interruptible
 from agent.cli._options import (
+    EXIT_INTERRUPTED,
     credential_options,
     credentials_from,
     exit_code,
     json_option,
     path_options,
     settings_from,
+    verbose_option,
 )
 from agent.pulltest import run_probe
 
@@ -23,15 +25,16 @@ from agent.pulltest import run_probe
 @click.argument("target", metavar="IMAGE_OR_REGISTRY")
 @credential_options
 @path_options
+@verbose_option
 @json_option
-def probe(target: str, as_json: bool, **params: Any) -> int:
+def probe(target: str, verbose: bool, as_json: bool, **params: Any) -> int:
     """Probe DNS, TCP, TLS, /v2/, token and manifest for every endpoint of a registry.
 
     A bare host (with a dot or a port, or localhost) is a registry; anything else is an image.
     """
     credential, keyring = credentials_from(params)
     with _render.progress(enabled=not as_json) as report:
-        result = asyncio.run(
+        result, interrupted = run_interruptible(
             run_probe(
                 target,
                 settings_from(params),
@@ -43,5 +46,5 @@ def probe(target: str, as_json: bool, **params: Any) -> int:
     if as_json:
         _render.print_json(result)
     else:
-        _render.render_probe(result)
-    return exit_code(result.success, result.cause)
+        _render.render_probe(result, verbose=verbose)
+    return EXIT_INTERRUPTED if interrupted else exit_code(result.success, result.cause)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import click
 
 from agent.cli import _render
+from agent.cli._interrupt import run_interruptible
 from agent.cli._options import (
+    EXIT_INTERRUPTED,
+    MAX_TEST_SECONDS,
     credential_options,
     credentials_from,
     cri_options,
     exit_code,
     json_option,
     path_options,
+    seconds,
     settings_from,
+    verbose_option,
 )
 from agent.pulltest import PullTestRequest, run_pull_test
 
@@ -34,17 +38,28 @@ from agent.pulltest import PullTestRequest, run_pull_test
 @cri_options
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=seconds(MAX_TEST_SECONDS),
     default=300.0,
     show_default=True,
-    metavar="S",
-    help="Per-test deadline; the pull RPC is cancelled when it passes.",
+    help="Per-test deadline in seconds; the pull RPC is cancelled when it passes.",
 )
 @click.option("--keep", is_flag=True, help="Keep the image even if it was not present before.")
 @path_options
+@verbose_option
 @json_option
-def pull(image: str, mode: str, timeout: float, keep: bool, as_json: bool, **params: Any) -> int:
-    """Pull IMAGE through the node's CRI runtime and name the cause of any failure."""
+def pull(
+    image: str,
+    mode: str,
+    timeout: float,
+    keep: bool,
+    verbose: bool,
+    as_json: bool,
+    **params: Any,
+) -> int:
+    """Pull IMAGE through the node's CRI runtime and name the cause of any failure.
+
+    Ctrl-C cancels the pull, still prints the result (cause cancelled) and exits 130.
+    """
     credential, keyring = credentials_from(params)
     request = PullTestRequest(
         image=image,
@@ -55,9 +70,11 @@ def pull(image: str, mode: str, timeout: float, keep: bool, as_json: bool, **par
         keep=keep,
     )
     with _render.progress(enabled=not as_json) as report:
-        result = asyncio.run(run_pull_test(request, settings_from(params), report))
+        result, interrupted = run_interruptible(
+            run_pull_test(request, settings_from(params), report)
+        )
     if as_json:
         _render.print_json(result)
     else:
-        _render.render_pull(result)
-    return exit_code(result.success, result.cause)
+        _render.render_pull(result, verbose=verbose)
+    return EXIT_INTERRUPTED if interrupted else exit_code(result.success, result.cause)

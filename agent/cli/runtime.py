@@ -8,10 +8,10 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-from rich.markup import escape
 
 from agent.cli import _render
 from agent.cli._options import EXIT_FAILED, EXIT_OK, cri_options, json_option, settings_from
+from agent.cli._render import clean
 from agent.cli._runtime import report_unavailable, with_runtime
 from agent.cri import CriClient, FilesystemUsage, RuntimeStatus, RuntimeUnavailable, RuntimeVersion
 
@@ -56,18 +56,19 @@ def runtime(as_json: bool, **params: Any) -> int:
         )
         return EXIT_OK if ready else EXIT_FAILED
     out = _render.out
-    out.print(f"[bold]endpoint[/]  {escape(endpoint)} (CRI {api})")
+    out.print(f"[bold]endpoint[/]  {clean(endpoint)} (CRI {clean(api)})")
     out.print(
-        f"[bold]runtime[/]   {escape(version.runtime_name)} "
-        f"{escape(version.runtime_version)} (API {escape(version.runtime_api_version)})"
+        f"[bold]runtime[/]   {clean(version.runtime_name)} "
+        f"{clean(version.runtime_version)} (API {clean(version.runtime_api_version)})"
     )
     for cond in status.conditions:
-        mark = "[green]true[/]" if cond.status else "[red]false[/]"
-        extra = f"  {escape(cond.reason)}: {escape(cond.message)}" if cond.reason else ""
-        out.print(f"[bold]{escape(cond.type)}[/] {mark}{extra}")
+        word = _render.yes_no(cond.status)
+        mark = f"[green]{word}[/]" if cond.status else f"[red]{word}[/]"
+        extra = f"  {clean(cond.reason)}: {clean(cond.message)}" if cond.reason else ""
+        out.print(f"[bold]{clean(cond.type)}[/] {mark}{extra}")
     for f in fs:
         out.print(
-            f"[bold]image fs[/]  {escape(f.mountpoint)}  used "
+            f"[bold]image fs[/]  {clean(f.mountpoint)}  used "
             f"{_render.human_size(f.used_bytes)}, {f.inodes_used} inodes"
         )
     return EXIT_OK if ready else EXIT_FAILED

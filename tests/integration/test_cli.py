@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,10 +26,12 @@ def _env(lab: LabInfo) -> dict[str, str]:
     return env
 
 
-def pullcheck(lab: LabInfo, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def pullcheck(
+    lab: LabInfo, *args: str, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "agent", *args],
-        env=_env(lab),
+        env={**_env(lab), **(env or {})},
         text=True,
         capture_output=True,
         timeout=timeout,
@@ -95,18 +98,10 @@ def test_credentials_never_reach_output(lab: LabInfo) -> None:
     assert lab.password not in proc.stdout and lab.password not in proc.stderr
 
 
-def test_sigint_cancels_the_pull_and_reports_cancelled(lab: LabInfo) -> None:
+def _interrupted(lab: LabInfo, *args: str) -> tuple[int, str, str]:
+    """Ctrl-C (SIGINT) three seconds into a pull from the silent registry."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "agent",
-            "pull",
-            lab.images["blackhole"],
-            "--json",
-            "--timeout",
-            "120",
-        ],
+        [sys.executable, "-m", "agent", "pull", lab.images["blackhole"], "--timeout", "120", *args],
         env=_env(lab),
         text=True,
         stdout=subprocess.PIPE,
@@ -115,9 +110,67 @@ def test_sigint_cancels_the_pull_and_reports_cancelled(lab: LabInfo) -> None:
     time.sleep(3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1, err
-    result = PullTestResult.model_validate_json(out)
+    return proc.returncode, out, err
+
+
+def test_sigint_cancels_the_pull_exits_130_and_keeps_the_evidence(lab: LabInfo) -> None:
+    code, out, err = _interrupted(lab, "--json")
+    assert code == 130, err
+    result = PullTestResult.model_validate_json(out)  # still exactly one JSON object
     assert result.cause is Cause.CANCELLED
+    # the probes had reached the silent registry before the Ctrl-C: that evidence is kept
+    assert [e.endpoint.host for e in result.endpoints] == ["blackhole.pullcheck.test"]
+    assert [p.probe for p in result.endpoints[0].probes][:2] == ["dns", "tcp"]
+
+
+def test_sigint_in_human_mode_prints_the_report_and_exits_130(lab: LabInfo) -> None:
+    code, out, err = _interrupted(lab)
+    assert code == 130, err
+    assert "FAILED  cause: cancelled" in out and "phases" in out
+    assert "Traceback" not in err
+
+
+def test_a_success_reads_like_crictl_and_verbose_shows_the_tables(lab: LabInfo) -> None:
+    image = lab.images["good"]
+    proc = pullcheck(lab, "pull", image)
+    assert proc.returncode == 0, proc.stdout
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2, proc.stdout
+    # "pulled", or crictl's "up to date" when an earlier test kept the image
+    assert re.match(
+        rf"OK  (pulled|image is up to date for) {re.escape(image)} "
+        r"via http://plain\.pullcheck\.test:15000/v2 in [0-9.]+ m?s$",
+        lines[0],
+    ), lines[0]
+    assert "digest sha256:" in lines[1] and "MiB" in lines[1] and "image id sha256:" in lines[1]
+    verbose = pullcheck(lab, "pull", image, "-v")
+    assert verbose.returncode == 0
+    assert verbose.stdout.startswith(f"pullcheck pull {image}")
+    assert "phases" in verbose.stdout and "endpoints (in the order" in verbose.stdout
+    mirrored = pullcheck(lab, "pull", lab.images["mirrored"])
+    assert mirrored.returncode == 0
+    assert "refused.pullcheck.test:15098" in mirrored.stdout  # the dead mirror, in one line
+    assert len(mirrored.stdout.splitlines()) == 3 and "phases" not in mirrored.stdout
+
+
+def test_nan_and_inf_are_usage_errors_not_a_false_ok(lab: LabInfo) -> None:
+    proc = pullcheck(
+        lab, "pull", "--mode", "resolve", "--timeout", "nan", lab.images["missing_tag"]
+    )
+    assert proc.returncode == 2 and "--timeout" in proc.stderr and "OK" not in proc.stdout
+    proc = pullcheck(lab, "pull", "--timeout", "nan", lab.images["good"], "--json")
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"] == "usage"
+    proc = pullcheck(lab, "probe", "--probe-timeout", "nan", lab.images["nxdomain"])
+    assert proc.returncode == 2 and "--probe-timeout" in proc.stderr
+    proc = pullcheck(lab, "runtime", "--cri-timeout", "inf", "--json")
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"] == "usage"
+
+
+def test_control_characters_in_input_are_escaped(lab: LabInfo) -> None:
+    proc = pullcheck(lab, "pull", "evil\x1b]0;pwned\x07/x:1")
+    assert proc.returncode == 2
+    assert "\x1b" not in proc.stdout + proc.stderr and "\x07" not in proc.stdout
+    assert "evil\\x1b]0;pwned\\x07/x:1" in proc.stdout
 
 
 def test_probe_registry_and_image(lab: LabInfo) -> None:
@@ -138,8 +191,9 @@ def test_images_and_runtime_commands(lab: LabInfo) -> None:
     assert proc.returncode == 0
     tags = [t for i in json.loads(proc.stdout)["images"] for t in i["repo_tags"]]
     assert lab.images["good"] in tags
-    human = pullcheck(lab, "images")
-    assert "pullcheck/good" in human.stdout
+    human = pullcheck(lab, "images", env={"COLUMNS": "30"})
+    assert "plain.pullcheck.test:15000/pullcheck/good " in human.stdout  # not cut to 30 columns
+    assert "…" not in human.stdout
     proc = pullcheck(lab, "runtime", "--json")
     assert proc.returncode == 0
     body = json.loads(proc.stdout)
