@@ -1,7 +1,7 @@
 """Pre-pull scheduler benchmark: a simulated 1,000-node cluster warming one 2 GiB image.
 
-The real :func:`agent.prepull.scheduler.run_job` drives a simulated executor on a discrete-event
-event loop (:class:`agent.prepull._virtualtime.VirtualTimeLoop`): virtual time jumps to the next
+The real :func:`agent.cluster.prepull.scheduler.run_job` drives a simulated executor on a
+discrete-event loop (:class:`tests.virtualtime.VirtualTimeLoop`): virtual time jumps to the next
 event whenever every task waits, so an hour of simulated pulls takes well under a second and the
 timings are exact (no real sleeping, no network).
 
@@ -49,9 +49,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.prepull._virtualtime import run_virtual
-from agent.prepull.models import Job, Pacing, Phase, PullOutcome
-from agent.prepull.scheduler import RegistryLimits, run_job
+from agent.cluster.prepull.models import Job, Pacing, Phase
+from agent.cluster.prepull.scheduler import RegistryLimits, run_job
+from agent.node.models import PullOutcome
+from tests.virtualtime import run_virtual
 
 IMAGE = "registry.bench.example/app/big:1"
 HOST = "registry.bench.example"

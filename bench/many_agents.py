@@ -21,9 +21,9 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.server.agent_app import AgentState, create_agent_app
-from agent.server.config import load_settings
-from agent.server.metrics import monitor_event_loop_lag
+from agent.node.app import AgentState, create_agent_app
+from agent.service.config import load_settings
+from agent.service.metrics import monitor_event_loop_lag
 
 
 def _bound_socket() -> socket.socket:

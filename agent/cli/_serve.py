@@ -6,7 +6,7 @@ by the URL parser's 16-bit offsets); h11 refuses a head still incomplete past
 ``h11_max_incomplete_event_size`` (uvicorn answers a plain 400 and logs no request line). A head
 that arrives whole in one read (at most the transport's 256 KiB) is parsed and reaches the request
 guard, which answers 414/431. The bound is the guard's limits plus the framing of the request line
-and of :data:`~agent.server.common.MAX_HEADERS` headers, so no head the guard would accept is cut.
+and of :data:`~agent.service.http.MAX_HEADERS` headers, so no head the guard would accept is cut.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import click
 import uvicorn
 from fastapi import FastAPI
 
-from agent.server.auth import TokenFileError
-from agent.server.common import MAX_HEADERS
-from agent.server.config import ConfigError, Limits, Settings, load_settings
-from agent.server.logs import configure_logging, uvicorn_log_config
+from agent.service.auth import TokenFileError
+from agent.service.config import ConfigError, Limits, Settings, load_settings
+from agent.service.http import MAX_HEADERS
+from agent.service.logs import configure_logging, uvicorn_log_config
 
 # request line ("METHOD ", " HTTP/1.1\r\n"), each header's ": " and CRLF, the final CRLF
 _HEAD_FRAMING: Final = 64 + 4 * MAX_HEADERS + 2

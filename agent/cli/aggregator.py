@@ -22,7 +22,7 @@ def aggregator(config_file: Path | None, listen: str | None, log_level: str) -> 
         settings = settings.model_copy(update={"aggregator": section})
 
     def build() -> FastAPI:
-        from agent.server.aggregator_app import AggregatorState, create_aggregator_app
+        from agent.cluster.app import AggregatorState, create_aggregator_app
 
         return create_aggregator_app(AggregatorState(settings))
 

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from agent.server.aggregator_app import AggregatorState, connectivity_matrix, summarize
-from agent.server.config import AggregatorSection, DiscoverySection, Settings
-from agent.server.metrics import AggregatorMetrics
-from agent.server.node_failures import (
+from agent.cluster.app import AggregatorState, connectivity_matrix, summarize
+from agent.cluster.failures import (
     NODE_NOT_FOUND,
     not_found,
     not_ready,
     refused,
     unreachable,
 )
+from agent.service.config import AggregatorSection, DiscoverySection, Settings
+from agent.service.metrics import AggregatorMetrics
 
 FIELDS = ["node", "agent", "success", "cause", "summary", "remedy", "status", "error"]
 

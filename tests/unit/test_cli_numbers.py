@@ -18,8 +18,9 @@ from pydantic import ValidationError
 
 from agent.cli import cli, main
 from agent.cli._options import Number
-from agent.prepull.models import Backoff, JobStatus, NodeImageStatus, PullOutcome
-from agent.server.config import ConfigError, load_settings
+from agent.cluster.prepull.models import Backoff, JobStatus, NodeImageStatus
+from agent.node.models import PullOutcome
+from agent.service.config import ConfigError, load_settings
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ from agent.cli import _render, cli, main
 from agent.cli._interrupt import run_interruptible
 from agent.cli.cluster import render_connectivity
 from agent.cli.prepull import render_job
+from agent.cluster.prepull.models import JobStatus, NodeImageStatus
+from agent.cluster.prepull.models import Phase as PrepullPhase
 from agent.models import (
     Cause,
     Endpoint,
@@ -31,8 +33,6 @@ from agent.models import (
     PullTestResult,
     RuntimeInfo,
 )
-from agent.prepull.models import JobStatus, NodeImageStatus
-from agent.prepull.models import Phase as PrepullPhase
 
 REF = "plain.pullcheck.test:15000/pullcheck/good:1.0"
 DIGEST = "sha256:" + "5e" * 32

@@ -17,8 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from agent.server.config import DiscoverySection
-from agent.server.discovery import (
+from agent.cluster.discovery import (
     AgentTarget,
     Discovery,
     DiscoveryError,
@@ -28,6 +27,7 @@ from agent.server.discovery import (
     make_discovery,
     parse_static_agent,
 )
+from agent.service.config import DiscoverySection
 from tests.fakes.dns_server import DnsZone, RunningDns, serve_dns
 from tests.fakes.kube_api import (
     FakeKubeApi,
@@ -715,7 +715,7 @@ class _Scripted(Discovery):
         self.gate: asyncio.Event | None = None
 
     async def _discover(self) -> Any:
-        from agent.server.discovery import _Found
+        from agent.cluster.discovery import _Found
 
         self.calls += 1
         if self.gate is not None:

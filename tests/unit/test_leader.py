@@ -1,4 +1,4 @@
-"""Leader election over a Lease (agent/server/leader.py) against the fake kube-apiserver.
+"""Leader election over a Lease (agent/cluster/leader.py) against the fake kube-apiserver.
 
 Each replica is a :class:`LeaseElection` with its own lightkube client and its own hand-driven
 monotonic clock, so expiry is decided exactly as client-go decides it: by how long *this* replica
@@ -17,9 +17,8 @@ import pytest
 import yaml
 from lightkube import AsyncClient
 
-from agent.server.config import DiscoverySection, LeaderElectionSection
-from agent.server.discovery import kube_client
-from agent.server.leader import (
+from agent.cluster.discovery import kube_client
+from agent.cluster.leader import (
     LEADER_URL_ANNOTATION,
     AlwaysLeader,
     Election,
@@ -29,6 +28,7 @@ from agent.server.leader import (
     make_election,
     while_leading,
 )
+from agent.service.config import DiscoverySection, LeaderElectionSection
 from tests.fakes.kube_api import FakeKubeApi, serve_kube_api
 
 NAMESPACE, NAME = "pullcheck", "pullcheck-aggregator"

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from agent.models import Cause
-from agent.server.config import Settings, load_settings
+from agent.service.config import Settings, load_settings
 
 Doc = dict[str, Any]
 
@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-METRICS_SOURCE = REPO / "agent" / "server" / "metrics.py"
+METRICS_SOURCE = REPO / "agent" / "service" / "metrics.py"
 
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 IMAGE = "ghcr.io/pullcheck/pullcheck:0.1.0"
@@ -127,7 +127,7 @@ def _config_files() -> list[Path]:
 
 
 def test_prepull_job_files_load_and_keep_a_fixed_name() -> None:
-    from agent.prepull.jobs import load_jobs
+    from agent.cluster.prepull.jobs import load_jobs
 
     files = _generated_files("pullcheck-prepull-jobs")
     assert files
@@ -934,7 +934,7 @@ def test_alert_rules(builds: dict[str, list[Doc]]) -> None:
             # histograms and counters: _bucket/_count/_sum/_total are added at exposition
             base = re.sub(r"_(bucket|count|sum|total)$", "", metric)
             assert f'"{metric}"' in metrics_source or f'"{base}"' in metrics_source, (
-                f"{name}: {metric} is not a metric of agent/server/metrics.py"
+                f"{name}: {metric} is not a metric of agent/service/metrics.py"
             )
 
     several = rules["PullcheckRegistryUnreachableFromSeveralNodes"]

@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent.prepull.jobs import JobFileError, JobSource, due, load_jobs, next_run, parse_jobs
-from agent.prepull.models import Job, JobFile
+from agent.cluster.prepull.jobs import JobFileError, JobSource, due, load_jobs, next_run, parse_jobs
+from agent.cluster.prepull.models import Job, JobFile
 
 VALID = """\
 jobs:

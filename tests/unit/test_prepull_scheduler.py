@@ -19,10 +19,8 @@ from typing import Any
 
 import pytest
 
-from agent.models import Cause
-from agent.prepull._virtualtime import VirtualDeadlock, run_virtual
-from agent.prepull.models import Backoff, Job, NodeImageStatus, Pacing, Phase, PullOutcome
-from agent.prepull.scheduler import (
+from agent.cluster.prepull.models import Backoff, Job, NodeImageStatus, Pacing, Phase
+from agent.cluster.prepull.scheduler import (
     DEFAULT_RATELIMIT_WINDOW,
     WATCHDOG_GRACE,
     JobRun,
@@ -31,6 +29,9 @@ from agent.prepull.scheduler import (
     run_job,
     start_delay,
 )
+from agent.models import Cause
+from agent.node.models import PullOutcome
+from tests.virtualtime import VirtualDeadlock, run_virtual
 
 REG_A = "reg-a.example"
 REG_B = "reg-b.example"

@@ -1,4 +1,4 @@
-"""Readiness of the discovered agents (agent/server/readiness.py) against real HTTP servers."""
+"""Readiness of the discovered agents (agent/cluster/readiness.py) against real HTTP servers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from agent.server.discovery import AgentTarget
-from agent.server.readiness import AgentReadiness, AgentState
+from agent.cluster.discovery import AgentTarget
+from agent.cluster.readiness import AgentReadiness, AgentState
 from lab.servers import free_port
 
 ANSWERS: dict[str, tuple[int, bytes]] = {

@@ -22,10 +22,10 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli._serve import max_request_head, uvicorn_config
-from agent.server.agent_app import AgentState, create_agent_app
-from agent.server.aggregator_app import AggregatorState, create_aggregator_app
-from agent.server.common import MAX_HEADERS
-from agent.server.config import Settings
+from agent.cluster.app import AggregatorState, create_aggregator_app
+from agent.node.app import AgentState, create_agent_app
+from agent.service.config import Settings
+from agent.service.http import MAX_HEADERS
 from tests.unit.conftest import capture_uvicorn_logs, serving
 
 TOKEN = "guard-test-token-4e1d"

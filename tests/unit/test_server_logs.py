@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from agent.models import Cause, PullTestResult
-from agent.server.logs import (
+from agent.service.logs import (
     MAX_LOGGED_TARGET,
     JsonFormatter,
     configure_logging,

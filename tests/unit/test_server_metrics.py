@@ -25,7 +25,7 @@ from agent.models import (
     PullTestResult,
     TcpEvidence,
 )
-from agent.server.metrics import (
+from agent.service.metrics import (
     AGGREGATOR_CAUSES,
     AgentMetrics,
     AggregatorMetrics,

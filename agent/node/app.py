@@ -26,26 +26,24 @@ from agent import __version__
 from agent.credentials import Credential, CredentialError, Keyring, from_cli, loads_docker_config
 from agent.cri import CriClient, ImageInfo, RuntimeUnavailable, connect
 from agent.models import ProbeReport, PullTestResult
-from agent.prepull.models import PullOutcome
+from agent.node.models import PrepullBody, PullOutcome, PullTestBody
+from agent.node.runner import PullTestRunner, QueueFull, TestKey, credential_fingerprint
 from agent.pulltest import NodeSettings, PullTestRequest, node_name, run_probe
 from agent.reference import Reference
-from agent.server.auth import TokenAuth
-from agent.server.common import (
+from agent.service.auth import TokenAuth
+from agent.service.config import Settings
+from agent.service.http import (
     ApiError,
     CheckedTest,
-    PrepullBody,
-    PullTestBody,
     authorize,
     check_test,
     client_of,
     install_error_handlers,
     install_guard,
 )
-from agent.server.config import Settings
-from agent.server.limits import RateLimiter
-from agent.server.logs import log_event, log_pulltest
-from agent.server.metrics import AgentMetrics, monitor_event_loop_lag, parse_ratelimit_remaining
-from agent.server.runner import PullTestRunner, QueueFull, TestKey, credential_fingerprint
+from agent.service.logs import log_event, log_pulltest
+from agent.service.metrics import AgentMetrics, monitor_event_loop_lag, parse_ratelimit_remaining
+from agent.service.ratelimit import RateLimiter
 
 __all__ = ["AgentState", "create_agent_app", "node_settings_from"]
 

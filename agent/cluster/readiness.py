@@ -29,8 +29,8 @@ from enum import StrEnum
 
 import httpx
 
-from agent.server.discovery import AgentTarget
-from agent.server.node_failures import NodeFailure, not_ready, unreachable
+from agent.cluster.discovery import AgentTarget
+from agent.cluster.failures import NodeFailure, not_ready, unreachable
 
 __all__ = ["AgentReadiness", "AgentState", "Readiness"]
 

@@ -173,7 +173,7 @@ LEASE_JITTER_FACTOR = 1.2
 
 
 class LeaderElectionSection(_Section):
-    """Which aggregator replica runs the scheduled work (pre-pull jobs): see agent/server/leader.py.
+    """Which aggregator replica runs the scheduled work (pre-pull jobs): agent/cluster/leader.py.
 
     ``auto``: ``lease`` in a Kubernetes pod ($KUBERNETES_SERVICE_HOST set), else ``always``.
     ``lease``: the replicas elect one leader through the ``coordination.k8s.io/v1`` Lease

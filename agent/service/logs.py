@@ -230,7 +230,7 @@ def log_pulltest(
     took to answer; the test's own duration is ``test_duration_ms``. Failures log at WARNING.
     """
     outcome = ("reused" if reused else "fresh") if isinstance(reused, bool) else reused
-    from agent.server.metrics import _registry_of  # the same registry as the metric label
+    from agent.service.metrics import _registry_of  # the same registry as the metric label
 
     log_event(
         logger,

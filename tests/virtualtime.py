@@ -2,8 +2,8 @@
 
 Used by the pre-pull scheduler's tests and benchmark to simulate hours of pulls in milliseconds
 with the real scheduler code. Only the loop's clock is virtual: ``asyncio.sleep``,
-``loop.call_later``, ``asyncio.timeout`` and :class:`~agent.prepull.scheduler.RealClock` (which
-reads ``loop.time()``) all follow it.
+``loop.call_later``, ``asyncio.timeout`` and
+:class:`~agent.cluster.prepull.scheduler.RealClock` (which reads ``loop.time()``) all follow it.
 
 How: the loop asks its selector to wait ``timeout`` seconds only when no callback is ready, and
 ``timeout`` is exactly the gap to the earliest timer. The selector polls real file descriptors

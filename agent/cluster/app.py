@@ -5,11 +5,11 @@ flight, a deadline per node) and answers one summary plus one entry per node —
 not answer is listed with cause ``agent_unreachable``, never dropped; one that answers with an
 error status is listed with cause ``agent_refused``; a node asked for by name (``nodes=a,b``)
 that discovery does not know is listed with cause ``node_not_found`` (each with ``summary`` and
-``remedy``: :mod:`agent.server.node_failures`). ``?stream=ndjson`` streams each node's entry as it
+``remedy``: :mod:`agent.cluster.failures`). ``?stream=ndjson`` streams each node's entry as it
 arrives, then the summary. ``GET /v1/connectivity`` is the node-by-registry-endpoint matrix.
 
 Every replica serves the whole API. Scheduled work (the pre-pull coordinator) runs only on the
-replica that leads (:mod:`agent.server.leader`); the others forward ``/v1/prepull/jobs…`` to it.
+replica that leads (:mod:`agent.cluster.leader`); the others forward ``/v1/prepull/jobs…`` to it.
 """
 
 from __future__ import annotations
@@ -30,24 +30,8 @@ from fastapi import Body, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from agent import __version__
-from agent.prepull.coordinator import PrepullCoordinator
-from agent.server.auth import TokenAuth
-from agent.server.common import (
-    ApiError,
-    PullTestBody,
-    authorize,
-    check_test,
-    client_of,
-    install_error_handlers,
-    install_guard,
-)
-from agent.server.config import PrepullSection, Settings
-from agent.server.discovery import AgentTarget, Discovery, kube_client, make_discovery
-from agent.server.leader import Election, make_election, while_leading
-from agent.server.limits import RateLimiter
-from agent.server.logs import log_event
-from agent.server.metrics import OTHER, AggregatorMetrics, monitor_event_loop_lag
-from agent.server.node_failures import (
+from agent.cluster.discovery import AgentTarget, Discovery, kube_client, make_discovery
+from agent.cluster.failures import (
     AGENT_REFUSED,
     AGENT_UNREACHABLE,
     NODE_NOT_FOUND,
@@ -55,7 +39,23 @@ from agent.server.node_failures import (
     refused,
     unreachable,
 )
-from agent.server.readiness import AgentReadiness
+from agent.cluster.leader import Election, make_election, while_leading
+from agent.cluster.prepull.coordinator import PrepullCoordinator
+from agent.cluster.readiness import AgentReadiness
+from agent.node.models import PullTestBody
+from agent.service.auth import TokenAuth
+from agent.service.config import PrepullSection, Settings
+from agent.service.http import (
+    ApiError,
+    authorize,
+    check_test,
+    client_of,
+    install_error_handlers,
+    install_guard,
+)
+from agent.service.logs import log_event
+from agent.service.metrics import OTHER, AggregatorMetrics, monitor_event_loop_lag
+from agent.service.ratelimit import RateLimiter
 
 __all__ = [
     "AGENT_REFUSED",

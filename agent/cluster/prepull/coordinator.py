@@ -9,8 +9,9 @@
   go to ready agents only; the pairs of a node whose agent is not ready (runtime down) or does
   not answer are shown pending with that cause, counted in ``images_total``, and pulled once the
   agent is ready (for a job that has run, or resumed, since this replica started leading).
-* Work goes to the agents (``POST /v1/prepull``) through :func:`agent.prepull.scheduler.run_job`,
-  which keeps the node and per-registry caps, retries and rate-limit pauses.
+* Work goes to the agents (``POST /v1/prepull``) through
+  :func:`agent.cluster.prepull.scheduler.run_job`, which keeps the node and per-registry caps,
+  retries and rate-limit pauses.
 * Nothing is persisted: on start every job's state is rebuilt from the nodes' images (CRI
   ListImages through the agents); pairs already present are done, missing ones are pulled, so a
   wave cut short by a restart resumes.
@@ -32,13 +33,14 @@ from typing import Any
 
 import httpx
 
-from agent.prepull.jobs import JobSource, next_run
-from agent.prepull.models import Job, JobFile, JobStatus, NodeImageStatus, Phase, PullOutcome
-from agent.prepull.scheduler import RegistryLimits, run_job, start_delay
+from agent.cluster.discovery import AgentTarget
+from agent.cluster.failures import NodeFailure, outcome_fields, refused, unreachable
+from agent.cluster.prepull.jobs import JobSource, next_run
+from agent.cluster.prepull.models import Job, JobFile, JobStatus, NodeImageStatus, Phase
+from agent.cluster.prepull.scheduler import RegistryLimits, run_job, start_delay
+from agent.cluster.readiness import AgentReadiness, AgentState
+from agent.node.models import PullOutcome
 from agent.reference import parse
-from agent.server.discovery import AgentTarget
-from agent.server.node_failures import NodeFailure, outcome_fields, refused, unreachable
-from agent.server.readiness import AgentReadiness, AgentState
 
 __all__ = ["PrepullCoordinator"]
 

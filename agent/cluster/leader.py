@@ -64,7 +64,7 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
-from agent.server.config import LEASE_JITTER_FACTOR, LeaderElectionSection
+from agent.service.config import LEASE_JITTER_FACTOR, LeaderElectionSection
 
 __all__ = [
     "JITTER_FACTOR",

@@ -44,8 +44,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from agent import __version__
+from agent.cluster.failures import AGENT_REFUSED, AGENT_UNREACHABLE, NODE_NOT_FOUND
 from agent.models import Cause, EndpointReport, ManifestEvidence, ProbeReport, PullTestResult
-from agent.server.node_failures import AGENT_REFUSED, AGENT_UNREACHABLE, NODE_NOT_FOUND
 
 __all__ = [
     "AGGREGATOR_AGENT_STATES",

@@ -46,7 +46,7 @@ _AGENT_POD = (
     "--field-selector spec.nodeName={node}"
 )
 
-# the agent's error kind → what to check (agent/server/{agent_app,common}.py raise these)
+# the agent's error kind → what to check (agent/service/{agent_app,common}.py raise these)
 _REFUSED_BY_KIND: Final = {
     "unauthorized": (
         "the agent refused the aggregator's bearer token: aggregator and agents must mount the "

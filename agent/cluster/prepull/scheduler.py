@@ -56,9 +56,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from agent.cluster.prepull.models import Job, NodeImageStatus, Phase
+from agent.cluster.prepull.registry_caps import RegistryLimits
 from agent.models import Cause
-from agent.prepull._limits import RegistryLimits
-from agent.prepull.models import Job, NodeImageStatus, Phase, PullOutcome
+from agent.node.models import PullOutcome
 from agent.reference import parse
 
 __all__ = [

@@ -1,12 +1,12 @@
 """Agent discovery for the aggregator: which pullcheck agents exist, refreshed in the background.
 
 ``make_discovery(section)`` builds one :class:`Discovery` from ``aggregator.discovery``
-(:class:`~agent.server.config.DiscoverySection`); the aggregator starts ``run(stop)`` once and reads
-``await agents()`` on every request. Requests never wait for DNS or the API server: ``agents()``
-returns the cached list (only until the first refresh has finished does it wait for one). A
-failed refresh (timeout, SERVFAIL, API error, unreachable server) keeps the last good list and
-records ``last_error``; a definitive "there are none" (NXDOMAIN, no records, no ready endpoints)
-empties the list and says why in ``last_error``.
+(:class:`~agent.service.config.DiscoverySection`); the aggregator starts ``run(stop)`` once and
+reads ``await agents()`` on every request. Requests never wait for DNS or the API server:
+``agents()`` returns the cached list (only until the first refresh has finished does it wait for
+one). A failed refresh (timeout, SERVFAIL, API error, unreachable server) keeps the last good
+list and records ``last_error``; a definitive "there are none" (NXDOMAIN, no records, no ready
+endpoints) empties the list and says why in ``last_error``.
 
 Modes (``discovery.mode``):
 
@@ -38,6 +38,7 @@ Modes (``discovery.mode``):
 ``static``
     ``discovery.agents`` entries ``host:port`` or ``node=host:port`` (``[fd00::1]:8479`` for
     IPv6; the port defaults to ``agent_port``). A bad entry raises ``ValueError`` naming it.
+
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ from lightkube.config.models import Cluster, User
 from lightkube.models.discovery_v1 import EndpointPort
 from lightkube.resources.discovery_v1 import EndpointSlice
 
-from agent.server.config import DiscoverySection
+from agent.service.config import DiscoverySection
 
 __all__ = [
     "AgentTarget",

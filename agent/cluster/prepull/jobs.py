@@ -31,7 +31,7 @@ import yaml
 from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, ValidationError
 
-from agent.prepull.models import Job, JobFile
+from agent.cluster.prepull.models import Job, JobFile
 
 __all__ = [
     "MAX_FILE_BYTES",

@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from agent.models import Cause
 from agent.reference import InvalidReference, parse
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "NodeSelector",
     "Pacing",
     "Phase",
-    "PullOutcome",
 ]
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -183,21 +181,6 @@ class Phase(StrEnum):
     PULLING = "pulling"
     DONE = "done"
     FAILED = "failed"
-
-
-class PullOutcome(_Model):
-    """What an agent reports for one pre-pull of one image."""
-
-    ok: bool
-    skipped: bool = False  # already present (same digest): nothing was downloaded
-    digest: str = ""
-    cause: Cause | str | None = None  # the engine's cause, or agent_unreachable/agent_refused
-    summary: str = ""
-    remedy: str = ""
-    duration_ms: float = 0.0
-    registry: str = ""
-    ratelimit_remaining: float | None = None
-    ratelimit_window: float | None = None  # seconds, from "…;w=21600"
 
 
 class NodeImageStatus(BaseModel):

@@ -5,28 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Final, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent.redaction import redact_text
 from agent.reference import InvalidReference, Reference, parse
-from agent.server.auth import CHALLENGE, PUBLIC_PATHS, TokenAuth
-from agent.server.config import Limits, Settings
-from agent.server.limits import RateLimiter
+from agent.service.auth import CHALLENGE, PUBLIC_PATHS, TokenAuth
+from agent.service.config import Limits, Settings
+from agent.service.ratelimit import RateLimiter
 
 __all__ = [
     "MAX_HEADERS",
     "ApiError",
     "CheckedTest",
-    "PrepullBody",
-    "PullTestBody",
     "RequestGuard",
     "authorize",
     "check_test",
@@ -48,32 +45,6 @@ class ApiError(Exception):
     ) -> None:
         super().__init__(message)
         self.status, self.kind, self.message, self.headers = status, kind, message, headers
-
-
-class PullTestBody(BaseModel):
-    """``POST /v1/pulltest``: like the query form, plus credentials for this test only."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image: str = Field(min_length=1, max_length=1024)
-    mode: Literal["pull", "resolve"] | None = None
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    creds: str | None = Field(default=None, description="USER[:PASS], as crictl --creds")
-    auth: str | None = Field(default=None, description="base64(USER:PASS), as crictl --auth")
-    docker_config: dict[str, Any] | str | None = Field(
-        default=None, description="a .dockerconfigjson object (or its JSON text)"
-    )
-
-
-class PrepullBody(BaseModel):
-    """``POST /v1/prepull`` on an agent: one image of a pre-pull job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    image: str = Field(min_length=1, max_length=1024)
-    policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
-    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    docker_config: dict[str, Any] | str | None = None
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -118,7 +89,7 @@ class RequestGuard:
 
     1. a request target (raw path and query) over ``limits.max_url_bytes`` → 414; header fields
        over ``limits.max_header_bytes`` in all, or more than :data:`MAX_HEADERS` → 431;
-    2. the bearer token, except on :data:`~agent.server.auth.PUBLIC_PATHS` → 401 (so a caller
+    2. the bearer token, except on :data:`~agent.service.auth.PUBLIC_PATHS` → 401 (so a caller
        without the token learns nothing of the parameter rules);
     3. a query parameter given twice → 400 naming it (never its values);
     4. the body, read here whole (chunked or not) up to ``limits.max_body_bytes`` → 413

@@ -1,0 +1,58 @@
+"""What the node agent's API takes and answers, beyond the engine's result models.
+
+The aggregator (``agent.cluster``) talks to agents with these same models, so both sides of the
+boundary validate one schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.models import Cause
+
+__all__ = ["PrepullBody", "PullOutcome", "PullTestBody"]
+
+
+class PullTestBody(BaseModel):
+    """``POST /v1/pulltest``: like the query form, plus credentials for this test only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, max_length=1024)
+    mode: Literal["pull", "resolve"] | None = None
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    creds: str | None = Field(default=None, description="USER[:PASS], as crictl --creds")
+    auth: str | None = Field(default=None, description="base64(USER:PASS), as crictl --auth")
+    docker_config: dict[str, Any] | str | None = Field(
+        default=None, description="a .dockerconfigjson object (or its JSON text)"
+    )
+
+
+class PrepullBody(BaseModel):
+    """``POST /v1/prepull`` on an agent: one image of a pre-pull job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = Field(min_length=1, max_length=1024)
+    policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
+    timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    docker_config: dict[str, Any] | str | None = None
+
+
+class PullOutcome(BaseModel):
+    """``POST /v1/prepull``: what an agent reports for one pre-pull of one image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    ok: bool
+    skipped: bool = False  # already present (same digest): nothing was downloaded
+    digest: str = ""
+    cause: Cause | str | None = None  # the engine's cause, or agent_unreachable/agent_refused
+    summary: str = ""
+    remedy: str = ""
+    duration_ms: float = 0.0
+    registry: str = ""
+    ratelimit_remaining: float | None = None
+    ratelimit_window: float | None = None  # seconds, from "…;w=21600"
