@@ -191,6 +191,22 @@ class EndpointReport(_Model):
     duration_ms: float = 0.0
     probes: list[ProbeResult] = []
 
+    @property
+    def manifest(self) -> ManifestEvidence | None:
+        """The evidence of this endpoint's manifest probe, when it ran."""
+        for probe in reversed(self.probes):
+            if isinstance(probe.evidence, ManifestEvidence):
+                return probe.evidence
+        return None
+
+
+def manifests(reports: list[EndpointReport], *, working: bool = False) -> list[ManifestEvidence]:
+    """The manifest evidence of ``reports`` in the runtime's order (only endpoints that worked,
+    with ``working``): the one walk endpoints → probes → manifest, for every reader."""
+    return [
+        r.manifest for r in reports if r.manifest is not None and (r.success or not working)
+    ]
+
 
 class Finding(_Model):
     """A failure seen on the path that is not the verdict's cause.
@@ -257,6 +273,15 @@ class PullTestResult(_Model):
     image_info: ImageResult | None = None
     credentials: list[CredentialAttempt] = []
     endpoints: list[EndpointReport] = []
+
+    @property
+    def digest(self) -> str:
+        """What the node resolved the image to: the digest it pulled, else the one a working
+        endpoint's manifest HEAD answered ("" when neither is known)."""
+        if self.image_info is not None and "@" in self.image_info.repo_digest:
+            return self.image_info.repo_digest.rsplit("@", 1)[1]
+        found = [m.digest for m in manifests(self.endpoints, working=True) if m.digest]
+        return found[0] if found else ""
 
 
 class ProbeReport(_Model):
