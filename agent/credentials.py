@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote
 
-from agent.reference import DEFAULT_DOMAIN, InvalidReference, Reference, parse
+from agent import dockerhub, hostport
+from agent.errors import InvalidInput
+from agent.reference import InvalidReference, Reference, parse
 
 __all__ = [
     "Credential",
@@ -45,7 +47,6 @@ __all__ = [
     "loads_docker_config",
 ]
 
-_DOCKER_HUB_KEY = "index.docker.io"
 _SECRET_TYPES = {
     "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
     "kubernetes.io/dockercfg": ".dockercfg",
@@ -58,7 +59,7 @@ _DOCKER_CLI_KEYS = frozenset(
 _AUTH_FORMAT = "must be base64(username:password)"
 
 
-class CredentialError(ValueError):
+class CredentialError(InvalidInput, ValueError):
     """Unusable credential input. The message never contains a secret."""
 
 
@@ -235,8 +236,9 @@ class Keyring:
     ) -> tuple[list[str], bool]:
         """The keys kubelet uses for ``name``, and whether that is the Docker Hub fallback."""
         keys = [key for key, c in compared if c is not None and c.matched]
-        if not keys and _is_default_registry_match(name) and _DOCKER_HUB_KEY in self._creds:
-            return [_DOCKER_HUB_KEY], True
+        hub_key = dockerhub.KEYRING_KEY
+        if not keys and _is_default_registry_match(name) and hub_key in self._creds:
+            return [hub_key], True
         return keys, False
 
     def keys(self) -> list[str]:
@@ -293,7 +295,7 @@ def _is_default_registry_match(image: str) -> bool:
     first, slash, _ = image.partition("/")
     if not first:
         return False
-    if not slash or first in ("docker.io", _DOCKER_HUB_KEY):
+    if not slash or first in (dockerhub.DOMAIN, dockerhub.KEYRING_KEY):
         return True
     return "." not in first and ":" not in first
 
@@ -334,11 +336,7 @@ MatchReason = Literal[
 _LIST_LIMIT = 8  # keys, sources and near misses named in a text; the rest are counted
 _NAME_LIMIT = 160  # characters of one key or source shown in a text
 _GLOB_CHARS = frozenset("*?[")
-# hosts people write for Docker Hub that kubelet never matches against docker.io images
-_DOCKER_HUB_HOSTS = frozenset(
-    {"registry-1.docker.io", "registry.hub.docker.com", "hub.docker.com", "docker.com"}
-)
-_HUB_KEYS = '"docker.io" or "https://index.docker.io/v1/"'
+_HUB_KEYS = f'"{dockerhub.DOMAIN}" or "https://{dockerhub.KEYRING_KEY}/v1/"'
 _HOW: dict[str, str] = {
     "exact": "exact host",
     "glob": "glob",
@@ -389,7 +387,7 @@ class KeyringMatch:
     @property
     def fix(self) -> str:
         """What to add to the pull secret, e.g. ``add an entry for "10.0.0.5:5000"``."""
-        if self.registry == DEFAULT_DOMAIN:
+        if dockerhub.is_hub(self.registry):
             return f"add an entry for {_HUB_KEYS} (Docker Hub)"
         return f'add an entry for "{self.suggested_key}"'
 
@@ -497,7 +495,9 @@ def _comparison(key: _Url | None, image: _Url | None) -> _Comparison | None:
 
 def _matched(key: str, compared: _Comparison | None, image: str, via_fallback: bool) -> KeyCheck:
     if via_fallback:
-        detail = f"no key matches {image}, so kubelet uses the Docker Hub entry {_DOCKER_HUB_KEY}"
+        detail = (
+            f"no key matches {image}, so kubelet uses the Docker Hub entry {dockerhub.KEYRING_KEY}"
+        )
         return KeyCheck(key, True, "docker_hub_fallback", _clip(detail))
     assert compared is not None  # it matched, so both parsed
     if compared.key_path not in ("", "/"):
@@ -510,7 +510,7 @@ def _matched(key: str, compared: _Comparison | None, image: str, via_fallback: b
 
 def _missed(key: str, c: _Comparison | None, *, hub: bool, found: bool) -> KeyCheck:
     """Why ``key`` does not cover the image compared in ``c``, the closest reason first."""
-    if key == _DOCKER_HUB_KEY and hub and found:
+    if key == dockerhub.KEYRING_KEY and hub and found:
         detail = "the index.docker.io entry is used only when no other key matches"
         return KeyCheck(key, False, "fallback_unused", detail)
     if c is None:
@@ -573,14 +573,14 @@ def _near_miss(c: _Comparison, key: str, hub: bool) -> KeyCheck | None:
 def _docker_hub_alias(c: _Comparison) -> str:
     """Why a key naming a Docker Hub host misses a Docker Hub image; ``""`` if it names none."""
     hostname = ".".join(c.key_labels)
-    if hostname == _DOCKER_HUB_KEY and c.key_path not in ("", "/"):
+    if hostname == dockerhub.KEYRING_KEY and c.key_path not in ("", "/"):
         slash = " (write https://index.docker.io/v1/ with the trailing slash)"
         return (
             f"kubelet falls back to the Docker Hub entry only under the exact key "
-            f"{_DOCKER_HUB_KEY}; this key has the path {_clip(c.key_path)}"
+            f"{dockerhub.KEYRING_KEY}; this key has the path {_clip(c.key_path)}"
             + (slash if c.key_path in ("/v1", "/v2") else "")
         )
-    if hostname in _DOCKER_HUB_HOSTS or hostname.endswith(".docker.io"):
+    if hostname in dockerhub.ALIAS_HOSTS or hostname.endswith(".docker.io"):
         return (
             f"{_clip(c.key_host)} is a Docker Hub host, but Docker Hub images are matched as "
             f"docker.io ({len(c.key_labels)} labels vs 2), so it never matches: use {_HUB_KEYS}"
@@ -651,29 +651,10 @@ def _valid_optional_port(port: str) -> bool:
     return port == "" or (port[0] == ":" and all(c in "0123456789" for c in port[1:]))
 
 
-def _split_host(hostport: str) -> tuple[list[str], str]:
+def _split_host(text: str) -> tuple[list[str], str]:
     """Host labels and port; Go's ``net.SplitHostPort`` failing means "no port"."""
-    split = _split_host_port(hostport)
-    host, port = split if split is not None else (hostport, "")
+    host, port = hostport.split_go(text) or (text, "")
     return host.split("."), port
-
-
-def _split_host_port(hostport: str) -> tuple[str, str] | None:
-    colon = hostport.rfind(":")
-    if colon < 0:
-        return None
-    if hostport.startswith("["):
-        close = hostport.find("]")
-        if close < 0 or close + 1 != colon:
-            return None
-        host, after_open, after_close = hostport[1:close], 1, close + 1
-    else:
-        host, after_open, after_close = hostport[:colon], 0, 0
-        if ":" in host:
-            return None
-    if "[" in hostport[after_open:] or "]" in hostport[after_close:]:
-        return None
-    return host, hostport[colon + 1 :]
 
 
 # A glob token: None for "*", else (negated, ranges) matching one character. A literal c is

@@ -25,8 +25,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import get_args
 
-from agent.models import Cause, EndpointReport, Finding, ProbeResult
+from agent.hostport import bracket, join, split_go
+from agent.models import Cause, EndpointReport, Finding, ProbeName, ProbeResult
 from agent.probes import step_text
 from agent.redaction import redact_text
 
@@ -202,7 +204,7 @@ _RUNTIME_ONLY = frozenset(
 )
 # How far a chain got: the index of the step that failed; the registry's answer about the
 # content (404 for the tag or repository) is the last stage, a working endpoint beyond it.
-_STAGES = ("dns", "tcp", "tls", "http", "token", "manifest")
+_STAGES: tuple[ProbeName, ...] = get_args(ProbeName)
 _CONTENT = frozenset({Cause.MANIFEST_NOT_FOUND, Cause.REPOSITORY_NOT_FOUND})
 _CONTENT_DEPTH = len(_STAGES)
 _WORKS = _CONTENT_DEPTH + 1
@@ -416,13 +418,9 @@ def _deadline(
 
 def _address(report: EndpointReport, failed: ProbeResult) -> str:
     """`` (127.0.0.1)``: the address the chain connected to, for steps named by host or URL."""
-    if failed.probe in ("dns", "tcp"):
+    if failed.probe in ("dns", "tcp") or not report.address:
         return ""
-    address = next(
-        (p.evidence.address for p in report.probes if p.evidence and p.evidence.kind == "tcp"),
-        "",
-    )
-    return f" ({address})" if address else ""
+    return f" ({report.address})"
 
 
 _LAYER = re.compile(r"failed to extract layer \(?(?:\S+ )?(sha256:[0-9a-f]{4,12})")
@@ -449,7 +447,7 @@ def _text_summary(cause: Cause, text: str, image: str, platform: str) -> str:
         return f"no space left on the node's image filesystem{where}"
     server_error = _STATUS_5XX.search(text)
     if cause is Cause.UNKNOWN and server_error is not None:
-        registry = image.split("/", 1)[0] if "/" in image else "the registry"
+        registry = _registry(image) or "the registry"
         return (
             f"{registry} answered HTTP {server_error.group(0)}, a server-side error "
             f"(runtime: {_runtime_line(text)})"
@@ -471,15 +469,21 @@ def _server_error(report: EndpointReport | None, detail: str) -> str:
     return found.group(0) if found is not None else ""
 
 
+def _registry(image: str) -> str:
+    """The registry part of a normalised reference, "" when ``image`` has none."""
+    return image.split("/", 1)[0] if "/" in image else ""
+
+
 def _where(report: EndpointReport | None, image: str) -> tuple[str, str]:
     """(host, host:port) for remedies: the failing endpoint, else the image's registry."""
     if report is None:
-        registry = image.split("/", 1)[0] if "/" in image else "the registry"
-        host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-        return host, registry if registry != "the registry" else "the registry port"
+        registry = _registry(image)
+        if not registry:
+            return "the registry", "the registry port"
+        split = split_go(registry)
+        return (bracket(split[0]) if split else registry), registry
     ep = report.endpoint
-    host = f"[{ep.host}]" if ":" in ep.host else ep.host
-    return host, f"{host}:{ep.port}"
+    return bracket(ep.host), join(ep.host, ep.port)
 
 
 def remedy(
@@ -513,7 +517,7 @@ def remedy(
             f'{hosts_dir}/{hostport}/hosts.toml with `server = "https://{hostport}"` (and its '
             "`ca`, or `skip_verify = true`), or serve plain HTTP there."
         )
-    registry = image.split("/", 1)[0] if "/" in image else hostport
+    registry = _registry(image) or hostport
     node_platform = platform or "the node's platform"
     remedies: dict[Cause, str] = {
         Cause.INVALID_REFERENCE: (

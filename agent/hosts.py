@@ -57,11 +57,24 @@ import ipaddress
 import posixpath
 import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+)
+from pydantic_core import ErrorDetails
+
+from agent import dockerhub, hostport
+from agent.errors import InvalidInput
 from agent.models import Endpoint
 
 __all__ = [
@@ -73,13 +86,10 @@ __all__ = [
     "is_loopback_registry",
     "loopback_rule",
     "registry_endpoints",
-    "split_host_port",
 ]
 
 DEFAULT_CAPABILITIES: tuple[str, ...] = ("pull", "resolve", "push")
 _KNOWN_CAPABILITIES = frozenset(DEFAULT_CAPABILITIES)
-_DOCKER_HUB = "docker.io"
-_DOCKER_HUB_API = "registry-1.docker.io"
 
 _Version = tuple[int, int, int]
 _VERSION = re.compile(r"v?(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?")
@@ -89,7 +99,7 @@ _VERSION = re.compile(r"v?(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?")
 LoopbackRule = Literal["https", "http", "fallback", "fallback-2.1"]
 
 
-class HostsConfigError(ValueError):
+class HostsConfigError(InvalidInput, ValueError):
     """A ``hosts.toml`` (or host directory) that containerd could not use.
 
     containerd logs such a file and falls back to the directory's certificate files, i.e. to the
@@ -141,25 +151,6 @@ class _HostConfig:
 
 
 # --- public API ---------------------------------------------------------------------------------
-
-
-def split_host_port(netloc: str, default_port: int) -> tuple[str, int]:
-    """Split ``host[:port]`` / ``[v6]:port`` into (host without brackets, port)."""
-    if netloc.startswith("["):
-        end = netloc.find("]")
-        if end < 0:
-            raise ValueError(f"invalid host {netloc!r}: missing ']'")
-        host, rest = netloc[1:end], netloc[end + 1 :]
-        if not rest:
-            return host, default_port
-        if not rest.startswith(":"):
-            raise ValueError(f"invalid host {netloc!r}")
-        return host, _port(rest[1:], netloc)
-    if netloc.count(":") == 1:
-        host, _, port = netloc.partition(":")
-        return host, _port(port, netloc)
-    # a bare IPv6 literal without brackets or no port at all
-    return netloc, default_port
 
 
 def host_dir_lookup(registry_host: str, config_path: str) -> HostDirLookup:
@@ -312,6 +303,55 @@ def _read_bytes(path: Path) -> bytes:
 # --- hosts.toml parsing -------------------------------------------------------------------------
 
 
+def _capabilities(values: list[str]) -> list[str]:
+    """Lower-cased, each once; containerd rejects a capability it does not know."""
+    found: list[str] = []
+    for value in values:
+        lowered = value.lower()
+        if lowered not in _KNOWN_CAPABILITIES:
+            raise ValueError(f"unknown capability {_shown(value)}")
+        if lowered not in found:
+            found.append(lowered)
+    return found
+
+
+class _HostTable(BaseModel):
+    """The keys a ``[host."<url>"]`` table and the file's top level share (containerd's
+    ``hostFileConfig``). Types are strict like go-toml's; unknown keys are ignored like it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    capabilities: Annotated[list[StrictStr], AfterValidator(_capabilities)] | None = None
+    ca: StrictStr | list[StrictStr] | None = None
+    client: StrictStr | list[StrictStr | tuple[StrictStr, StrictStr]] | None = None
+    skip_verify: StrictBool = False
+    override_path: StrictBool = False
+    header: dict[str, Any] | None = None  # accepted, not represented in Endpoint
+    dial_timeout: StrictStr | None = None  # accepted, not represented in Endpoint
+
+
+class _HostsFile(_HostTable):
+    """A whole ``hosts.toml``: the upstream's settings, ``server``, and the ``[host]`` tables in
+    file order."""
+
+    server: StrictStr = ""
+    host: dict[str, _HostTable] = {}
+
+
+# what a key must be, for the error message when it is not
+_EXPECTED: dict[str, str] = {
+    "server": "must be a string",
+    "skip_verify": "must be true or false",
+    "override_path": "must be true or false",
+    "capabilities": "must be a list of strings",
+    "header": "must be a table",
+    "dial_timeout": 'must be a duration string such as "30s"',
+    "host": 'must be a table of [host."<url>"] entries',
+}
+_PAIR_ERRORS = frozenset({"missing", "too_short", "too_long"})
+_SHOWN_VALUE = 80  # characters of a bad value quoted in a message
+
+
 def _parse_hosts_toml(path: Path, data: bytes, needs_host_table: bool) -> list[_HostConfig]:
     where = str(path)
     try:
@@ -320,41 +360,67 @@ def _parse_hosts_toml(path: Path, data: bytes, needs_host_table: bool) -> list[_
         raise HostsConfigError(where, f"not UTF-8: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise HostsConfigError(where, f"invalid TOML: {exc}") from exc
-
-    base_dir = path.parent
-    hosts_table = doc.get("host", {})
-    if not isinstance(hosts_table, dict):
-        raise HostsConfigError(where, "'host' must be a table of [host.\"<url>\"] entries")
-    if needs_host_table and not hosts_table:
+    try:
+        parsed = _HostsFile.model_validate(doc)
+    except ValidationError as exc:
+        raise HostsConfigError(where, _problems(exc.errors())) from None
+    if needs_host_table and not parsed.host:
         raise HostsConfigError(
             where,
             'invalid `host` tree: containerd 1.x needs at least one [host."<url>"] table '
             "(repeat the server as one)",
         )
-
-    configs: list[_HostConfig] = []
-    for url, table in hosts_table.items():  # tomllib keeps file order
-        if not isinstance(table, dict):
-            raise HostsConfigError(where, f"host {url!r} must be a table")
-        config = _parse_host_config(where, str(url), base_dir, table)
+    base_dir = path.parent
+    configs = [_host_config(where, url, base_dir, table) for url, table in parsed.host.items()]
+    for config in configs:
         config.role = "mirror"
-        configs.append(config)
-
-    server = doc.get("server", "")
-    if not isinstance(server, str):
-        raise HostsConfigError(where, "'server' must be a string")
-    top_level = {k: v for k, v in doc.items() if k not in ("host", "server")}
-    upstream = _parse_host_config(where, server, base_dir, top_level)
-    upstream.role = "upstream"
-    configs.append(upstream)
+    configs.append(_host_config(where, parsed.server, base_dir, parsed))  # the upstream
     return configs
 
 
-def _parse_host_config(
-    where: str, server: str, base_dir: Path, table: dict[str, Any]
-) -> _HostConfig:
-    override_path = _bool(where, table, "override_path")
-    result = _HostConfig(override_path=override_path)
+def _problems(errors: Iterable[ErrorDetails]) -> str:
+    """pydantic's errors as today's words, one per key: the deepest error of each key (a union
+    reports one per member) names what was wrong; host tables are named by their URL."""
+    deepest: dict[tuple[str | int, ...], ErrorDetails] = {}
+    for error in errors:
+        loc = error["loc"]
+        key = loc[:3] if loc[:1] == ("host",) else loc[:1]
+        if key not in deepest or _depth(error) > _depth(deepest[key]):
+            deepest[key] = error
+    return "; ".join(_problem(error) for error in deepest.values())
+
+
+def _depth(error: ErrorDetails) -> tuple[int, bool]:
+    """How precisely an error names the fault: its location's depth, a pair's length first."""
+    return len(error["loc"]), error["type"] in _PAIR_ERRORS
+
+
+def _problem(error: ErrorDetails) -> str:
+    loc, prefix = error["loc"], ""
+    if loc[:1] == ("host",) and len(loc) > 1:
+        url, loc = _shown(loc[1]), loc[2:]
+        if not loc:
+            return f"host {url} must be a table"
+        prefix = f"host {url}: "
+    key = str(loc[0])
+    value = _shown(error["input"])
+    if error["type"] == "value_error":
+        return prefix + str(error.get("ctx", {}).get("error", error["msg"]))
+    if key == "client" and error["type"] in _PAIR_ERRORS:
+        return f"{prefix}invalid pair {value} for 'client' (expected [cert, key])"
+    if key in ("ca", "client"):
+        return f"{prefix}invalid type for {key!r}: {value}"
+    return f"{prefix}{key!r} {_EXPECTED.get(key, 'is invalid')}"
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, clipped: a message quotes what was wrong, not a whole file."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_VALUE else text[: _SHOWN_VALUE - 1] + "…"
+
+
+def _host_config(where: str, server: str, base_dir: Path, table: _HostTable) -> _HostConfig:
+    result = _HostConfig(override_path=table.override_path, skip_verify=table.skip_verify)
     if server:
         if not server.startswith("http"):
             server = "https://" + server
@@ -365,48 +431,20 @@ def _parse_host_config(
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise HostsConfigError(where, f"unable to parse server {server!r}")
         try:
-            split_host_port(parts.netloc, 443)
+            hostport.split(parts.netloc, 443)
         except ValueError as exc:
             raise HostsConfigError(where, f"unable to parse server {server!r}: {exc}") from exc
         result.scheme = parts.scheme
         result.netloc = parts.netloc
-        result.path = _api_path(parts.path, override_path)
-
-    result.skip_verify = _bool(where, table, "skip_verify")
-
-    capabilities = table.get("capabilities")
-    if capabilities is not None:
-        if not isinstance(capabilities, list) or not all(isinstance(c, str) for c in capabilities):
-            raise HostsConfigError(where, "'capabilities' must be a list of strings")
-        if capabilities:
-            caps: list[str] = []
-            for cap in capabilities:
-                lowered = cap.lower()
-                if lowered not in _KNOWN_CAPABILITIES:
-                    raise HostsConfigError(where, f"unknown capability {cap!r}")
-                if lowered not in caps:
-                    caps.append(lowered)
-            result.capabilities = caps
-
-    ca = table.get("ca")
-    if ca is not None:
-        if isinstance(ca, str):
-            result.ca_files = [_abs(ca, base_dir)]
-        elif isinstance(ca, list) and all(isinstance(c, str) for c in ca):
-            result.ca_files = [_abs(c, base_dir) for c in ca]
-        else:
-            raise HostsConfigError(where, f"invalid type for 'ca': {ca!r}")
-
-    client = table.get("client")
-    if client is not None:
-        result.client_certs = _client_pairs(where, client, base_dir)
-
-    dial_timeout = table.get("dial_timeout")
-    if dial_timeout is not None and not isinstance(dial_timeout, str):
-        raise HostsConfigError(where, "'dial_timeout' must be a duration string such as \"30s\"")
-    header = table.get("header")
-    if header is not None and not isinstance(header, dict):
-        raise HostsConfigError(where, "'header' must be a table")
+        result.path = _api_path(parts.path, table.override_path)
+    if table.capabilities:
+        result.capabilities = table.capabilities
+    if table.ca is not None:
+        cas = [table.ca] if isinstance(table.ca, str) else table.ca
+        result.ca_files = [_abs(ca, base_dir) for ca in cas]
+    if table.client is not None:
+        clients = [table.client] if isinstance(table.client, str) else table.client
+        result.client_certs = [_client_pair(item, base_dir) for item in clients]
     return result
 
 
@@ -424,30 +462,12 @@ def _api_path(path: str, override_path: bool) -> str:
     return "" if override_path else "/v2"
 
 
-def _client_pairs(where: str, client: object, base_dir: Path) -> list[tuple[str, str]]:
-    if isinstance(client, str):
-        return [(_abs(client, base_dir), "")]
-    if not isinstance(client, list):
-        raise HostsConfigError(where, f"invalid type for 'client': {client!r}")
-    pairs: list[tuple[str, str]] = []
-    for item in client:
-        if isinstance(item, str):
-            pairs.append((_abs(item, base_dir), ""))
-        elif isinstance(item, list) and all(isinstance(p, str) for p in item):
-            if len(item) != 2:
-                raise HostsConfigError(where, f"invalid pair {item!r} for 'client'")
-            cert, key = item
-            pairs.append((_abs(cert, base_dir), _abs(key, base_dir) if key else ""))
-        else:
-            raise HostsConfigError(where, f"invalid type for 'client': {item!r}")
-    return pairs
-
-
-def _bool(where: str, table: dict[str, Any], key: str) -> bool:
-    value = table.get(key, False)
-    if not isinstance(value, bool):
-        raise HostsConfigError(where, f"{key!r} must be true or false")
-    return value
+def _client_pair(item: str | tuple[str, str], base_dir: Path) -> tuple[str, str]:
+    """A client certificate (its key inside) or a (cert, key) pair, paths made absolute."""
+    if isinstance(item, str):
+        return _abs(item, base_dir), ""
+    cert, key = item
+    return _abs(cert, base_dir), _abs(key, base_dir) if key else ""
 
 
 def _abs(path: str, base_dir: Path) -> str:
@@ -484,8 +504,8 @@ def _fill_default(
     """Give the last entry the registry itself when no ``server`` named one."""
     last = configs[-1]
     if not last.netloc:
-        if registry_host == _DOCKER_HUB:
-            last.scheme, last.netloc = "https", _DOCKER_HUB_API
+        if dockerhub.is_hub(registry_host):
+            last.scheme, last.netloc = "https", dockerhub.API_HOST
         else:
             last.scheme, last.netloc = "https", registry_host
             if is_loopback_registry(registry_host):
@@ -511,14 +531,13 @@ def _loopback_default(config: _HostConfig, port: str, rule: LoopbackRule) -> Non
 
 def _is_registry_itself(registry_host: str, config: _HostConfig) -> bool:
     """A ``[host]`` entry naming the registry itself is not a mirror (containerd 1.x needs one)."""
-    own = {registry_host, "registry-1.docker.io" if registry_host == "docker.io" else registry_host}
-    return config.netloc in own
+    return config.netloc == registry_host or dockerhub.is_hub_api(registry_host, config.netloc)
 
 
 def _to_endpoint(registry_host: str, config: _HostConfig, config_file: str) -> Endpoint:
     scheme: Literal["http", "https"] = "http" if config.scheme == "http" else "https"
     try:
-        host, port = split_host_port(config.netloc, 80 if scheme == "http" else 443)
+        host, port = hostport.split(config.netloc, 80 if scheme == "http" else 443)
     except ValueError as exc:
         raise HostsConfigError(config_file or registry_host, str(exc)) from exc
     return Endpoint(
@@ -543,26 +562,9 @@ def _to_endpoint(registry_host: str, config: _HostConfig, config_file: str) -> E
 
 def _is_proxy(registry_host: str, netloc: str) -> bool:
     """containerd's ``isProxy``: a different host serves this registry (so send ``?ns=``)."""
-    if registry_host == netloc:
-        return False
-    return not (registry_host == _DOCKER_HUB and netloc == _DOCKER_HUB_API)
+    return registry_host != netloc and not dockerhub.is_hub_api(registry_host, netloc)
 
 
 def _host_and_port(netloc: str) -> tuple[str, str]:
-    """Go's ``net.SplitHostPort`` where it succeeds, else (``netloc``, ``""``): the port as
-    written, ``""`` when there is none (a bracketed address without a port keeps its brackets)."""
-    if netloc.startswith("["):
-        end = netloc.find("]")
-        if end > 0 and netloc[end + 1 : end + 2] == ":":
-            return netloc[1:end], netloc[end + 2 :]
-        return netloc, ""
-    if netloc.count(":") == 1:
-        host, _, port = netloc.partition(":")
-        return host, port
-    return netloc, ""
-
-
-def _port(text: str, netloc: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"invalid port in {netloc!r}")
-    return int(text)
+    """containerd splits with Go's ``net.SplitHostPort``; where it fails: (``netloc``, ``""``)."""
+    return hostport.split_go(netloc) or (netloc, "")

@@ -7,9 +7,9 @@ added, never renamed. No model may hold a credential: callers pass only redacted
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 
 class Cause(StrEnum):
@@ -144,10 +144,17 @@ Evidence = Annotated[
 ]
 
 
+#: the probes of an endpoint's chain, in chain order
+ProbeName = Literal["dns", "tcp", "tls", "http", "token", "manifest"]
+_E = TypeVar(
+    "_E", DnsEvidence, TcpEvidence, TlsEvidence, HttpEvidence, TokenEvidence, ManifestEvidence
+)
+
+
 class ProbeResult(_Model):
     """What every probe returns: success, timed phases, evidence, and a cause on failure."""
 
-    probe: Literal["dns", "tcp", "tls", "http", "token", "manifest"]
+    probe: ProbeName
     target: str  # host, address:port, or URL — never carries credentials
     success: bool
     duration_ms: float
@@ -155,6 +162,18 @@ class ProbeResult(_Model):
     cause: Cause | None = None
     error: str = ""  # one line, redacted
     evidence: Evidence | None = None
+    # probes run on this one's behalf just before it (the token realm's dns → tcp → tls): part of
+    # the returned value, listed ahead of it by the chain; not part of the JSON
+    _preceding: list[ProbeResult] = PrivateAttr(default_factory=list)
+
+    @property
+    def preceding(self) -> list[ProbeResult]:
+        return list(self._preceding)
+
+    def after(self, preceding: list[ProbeResult]) -> ProbeResult:
+        """This result with ``preceding`` as the probes run on its behalf before it."""
+        self._preceding = list(preceding)
+        return self
 
 
 class Endpoint(_Model):
@@ -191,13 +210,25 @@ class EndpointReport(_Model):
     duration_ms: float = 0.0
     probes: list[ProbeResult] = []
 
+    def evidence(self, kind: type[_E], *, first: bool = False) -> _E | None:
+        """The evidence of the last (or ``first``) probe that left one of ``kind``: the one walk
+        endpoint → probes → evidence, for every reader. The first is the endpoint's own where
+        the token realm's probes follow it (their tcp and tls come later in ``probes``)."""
+        for probe in self.probes if first else reversed(self.probes):
+            if isinstance(probe.evidence, kind):
+                return probe.evidence
+        return None
+
     @property
     def manifest(self) -> ManifestEvidence | None:
         """The evidence of this endpoint's manifest probe, when it ran."""
-        for probe in reversed(self.probes):
-            if isinstance(probe.evidence, ManifestEvidence):
-                return probe.evidence
-        return None
+        return self.evidence(ManifestEvidence)
+
+    @property
+    def address(self) -> str:
+        """The address the chain connected to ("" before the TCP probe succeeded)."""
+        tcp = self.evidence(TcpEvidence, first=True)
+        return tcp.address if tcp is not None else ""
 
 
 def manifests(reports: list[EndpointReport], *, working: bool = False) -> list[ManifestEvidence]:

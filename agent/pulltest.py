@@ -16,11 +16,10 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from agent import __version__
+from agent import __version__, defaults
 from agent.credentials import Credential, Keyring
 from agent.cri import CriClient, CriError, RuntimeUnavailable, connect
 from agent.diagnosis import classify_error, diagnose, path_findings, remedy, sanitize_error
@@ -31,13 +30,14 @@ from agent.models import (
     Endpoint,
     EndpointReport,
     ImageResult,
-    Phase,
     ProbeReport,
     PullTestResult,
     RuntimeInfo,
+    manifests,
 )
 from agent.probes import ProbeContext, RegistryProbe
 from agent.reference import InvalidReference, Reference, is_registry_only, parse, parse_registry
+from agent.timing import PhaseClock
 
 __all__ = ["NodeSettings", "PullTestRequest", "node_name", "run_probe", "run_pull_test"]
 
@@ -51,12 +51,12 @@ class NodeSettings:
     """How this node's runtime sees the registry path (defaults are a node's real paths)."""
 
     endpoint: str | None = None  # CRI endpoint; None → $CONTAINER_RUNTIME_ENDPOINT → auto-detect
-    resolv_conf: Path = Path("/etc/resolv.conf")
-    hosts_file: Path = Path("/etc/hosts")
-    registry_config_path: str = "/etc/containerd/certs.d"
+    resolv_conf: Path = defaults.RESOLV_CONF
+    hosts_file: Path = defaults.HOSTS_FILE
+    registry_config_path: str = defaults.REGISTRY_CONFIG_PATH
     ca_file: Path | None = None  # extra CA bundle on top of the system trust store
-    probe_timeout: float = 10.0  # per probe step
-    cri_timeout: float = 2.0  # connect and non-pull RPCs, like crictl --timeout
+    probe_timeout: float = defaults.PROBE_TIMEOUT  # per probe step
+    cri_timeout: float = defaults.CRI_TIMEOUT  # connect and non-pull RPCs, like crictl --timeout
     api_version: str | None = None  # force "v1alpha2"; None → negotiate
     node_name: str | None = None  # reported as ``node``; None → $NODE_NAME → host name
 
@@ -88,25 +88,6 @@ def node_platform() -> str:
         "s390x": "s390x",
     }.get(machine, machine)
     return f"linux/{arch}"
-
-
-class _Clock:
-    """Collects timed phases with a monotonic clock."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        self.phases: list[Phase] = []
-
-    def add(self, name: str, ok: bool, start: float, detail: str = "") -> None:
-        self.phases.append(Phase(name=name, ok=ok, duration_ms=_ms(start), detail=detail))
-
-    def elapsed_ms(self) -> float:
-        return _ms(self.started)
-
-
-def _ms(start: float) -> float:
-    return round((time.monotonic() - start) * 1000, 3)
 
 
 def _credentials_for(ref: Reference, req: PullTestRequest) -> list[Credential | None]:
@@ -173,7 +154,7 @@ def _probe_context(
 
 
 async def _probe(
-    registry: str, probing: RegistryProbe, clock: _Clock, progress: Progress
+    registry: str, probing: RegistryProbe, clock: PhaseClock, progress: Progress
 ) -> list[EndpointReport]:
     start = time.monotonic()
     progress(f"probing {len(probing.chains)} endpoint(s) for {registry}")
@@ -210,7 +191,7 @@ async def _pull(
     ref: Reference,
     creds: list[Credential | None],
     req: PullTestRequest,
-    clock: _Clock,
+    clock: PhaseClock,
     progress: Progress,
     deadline: float,
 ) -> _PullOutcome:
@@ -283,12 +264,7 @@ async def _free_space(client: CriClient) -> tuple[int | None, str]:
 
 
 def _measured_size(reports: list[EndpointReport]) -> int | None:
-    for report in reports:
-        for probe in report.probes:
-            ev = probe.evidence
-            if ev is not None and ev.kind == "manifest" and ev.image_size is not None:
-                return ev.image_size
-    return None
+    return next((m.image_size for m in manifests(reports) if m.image_size is not None), None)
 
 
 def _endpoints(
@@ -315,7 +291,7 @@ class _Session:
         self,
         req: PullTestRequest,
         settings: NodeSettings,
-        clock: _Clock,
+        clock: PhaseClock,
         say: Progress,
         ref: Reference,
         creds: list[Credential | None],
@@ -447,7 +423,7 @@ class _Session:
         self.clock.add("probe", False, self._probes_started, detail)
 
 
-def _finish(result: PullTestResult, clock: _Clock) -> PullTestResult:
+def _finish(result: PullTestResult, clock: PhaseClock) -> PullTestResult:
     result.phases = clock.phases
     result.duration_ms = clock.elapsed_ms()
     return result
@@ -463,7 +439,7 @@ async def run_pull_test(
 ) -> PullTestResult:
     """Run one pull test and return its result; never raises for a diagnosable failure."""
     say: Progress = progress or (lambda _msg: None)
-    clock = _Clock()
+    clock = PhaseClock()
     result = PullTestResult(
         pullcheck_version=__version__,
         node=settings.node_name or node_name(),
@@ -564,7 +540,7 @@ async def run_probe(
 ) -> ProbeReport:
     """Probe the registry path for an image or a bare registry host, without the runtime."""
     say: Progress = progress or (lambda _msg: None)
-    clock = _Clock()
+    clock = PhaseClock()
     report = ProbeReport(
         pullcheck_version=__version__,
         node=settings.node_name or node_name(),

@@ -21,9 +21,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from agent import dockerhub
+from agent.errors import InvalidInput
+
 __all__ = [
-    "DEFAULT_DOMAIN",
-    "DOCKER_HUB_API_HOST",
     "InvalidReference",
     "Reference",
     "is_registry_only",
@@ -31,10 +32,6 @@ __all__ = [
     "parse_registry",
 ]
 
-DEFAULT_DOMAIN = "docker.io"
-DOCKER_HUB_API_HOST = "registry-1.docker.io"
-_LEGACY_DEFAULT_DOMAIN = "index.docker.io"
-_OFFICIAL_PREFIX = "library/"
 _DEFAULT_TAG = "latest"
 _MAX_PATH_LENGTH = 255
 
@@ -83,7 +80,7 @@ _ERR_DIGEST_UNSUPPORTED = "unsupported digest algorithm"
 _ERR_HEX_ID = "cannot specify 64-byte hexadecimal strings"
 
 
-class InvalidReference(ValueError):
+class InvalidReference(InvalidInput, ValueError):
     """An image reference (or registry) that kubelet/containerd would refuse to parse.
 
     ``reference`` is the text as given, ``reason`` a precise diagnosis ("invalid tag format",
@@ -131,9 +128,9 @@ class Reference:
     @property
     def familiar_name(self) -> str:
         """The repository name as ``docker images`` shows it: ``nginx``, ``user/app``."""
-        if self.domain != DEFAULT_DOMAIN:
+        if not dockerhub.is_hub(self.domain):
             return self.name
-        remainder = self.path.removeprefix(_OFFICIAL_PREFIX)
+        remainder = self.path.removeprefix(dockerhub.OFFICIAL_PREFIX)
         if remainder != self.path and "/" not in remainder:
             return remainder
         return self.path
@@ -178,7 +175,7 @@ class Reference:
     @property
     def api_host(self) -> str:
         """The host the registry API is served from (Docker Hub: ``registry-1.docker.io``)."""
-        return DOCKER_HUB_API_HOST if self.domain == DEFAULT_DOMAIN else self.domain
+        return dockerhub.api_host(self.domain)
 
     @property
     def hostname(self) -> str:
@@ -192,7 +189,7 @@ class Reference:
 
     @property
     def is_docker_hub(self) -> bool:
-        return self.domain == DEFAULT_DOMAIN
+        return dockerhub.is_hub(self.domain)
 
     @property
     def object(self) -> str:
@@ -285,9 +282,7 @@ def parse_registry(text: str) -> str:
         raise InvalidReference(text, f"a registry is host[:port] without a path (got /{path})")
     if not _DOMAIN_RE.fullmatch(host):
         raise InvalidReference(text, f"invalid registry host ({host})")
-    if host.lower() in (DEFAULT_DOMAIN, _LEGACY_DEFAULT_DOMAIN):
-        return DEFAULT_DOMAIN
-    return host
+    return dockerhub.canonical(host)
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -297,17 +292,17 @@ def _split_docker_domain(name: str) -> tuple[str, str]:
     """distribution's ``splitDockerDomain``: (domain, remainder with tag/digest)."""
     first, slash, rest = name.partition("/")
     if not slash:
-        return DEFAULT_DOMAIN, _OFFICIAL_PREFIX + name
+        return dockerhub.DOMAIN, dockerhub.OFFICIAL_PREFIX + name
     if first == "localhost":
         domain, remainder = first, rest
-    elif first == _LEGACY_DEFAULT_DOMAIN:
-        domain, remainder = DEFAULT_DOMAIN, rest
+    elif first == dockerhub.LEGACY_DOMAIN:
+        domain, remainder = dockerhub.DOMAIN, rest
     elif "." in first or ":" in first or first.lower() != first:
         domain, remainder = first, rest
     else:
-        domain, remainder = DEFAULT_DOMAIN, name
-    if domain == DEFAULT_DOMAIN and "/" not in remainder:
-        remainder = _OFFICIAL_PREFIX + remainder
+        domain, remainder = dockerhub.DOMAIN, name
+    if dockerhub.is_hub(domain) and "/" not in remainder:
+        remainder = dockerhub.OFFICIAL_PREFIX + remainder
     return domain, remainder
 
 
@@ -354,9 +349,9 @@ def _diagnose(text: str) -> str:
         if not _TAG_RE.fullmatch(tag):
             return _ERR_TAG
     domain, remainder = _split_docker_domain(name)
-    if domain != DEFAULT_DOMAIN and not _DOMAIN_RE.fullmatch(domain):
+    if not dockerhub.is_hub(domain) and not _DOMAIN_RE.fullmatch(domain):
         return f"invalid domain ({domain})"
-    if remainder in ("", _OFFICIAL_PREFIX):
+    if remainder in ("", dockerhub.OFFICIAL_PREFIX):
         return _ERR_NAME_EMPTY
     for component in remainder.split("/"):
         if not component:

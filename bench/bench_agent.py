@@ -1,12 +1,15 @@
 """The node agent's targets, measured on the lab (run as root; needs Debian's ``wrk``).
 
-* idle RSS of ``pullcheck agent`` (after start-up and its first connectivity round), median of 3;
+* idle RSS of ``pullcheck agent`` (after start-up and its first connectivity round), median of
+  ``--runs`` (3);
 * reused results served per second on one core: the agent pinned with ``taskset`` to CPU 0,
   ``wrk`` on CPU 1, a result already in the TTL cache, 3 runs of 10 s, median;
 * 100 concurrent identical ``/v1/pulltest`` requests with the TTL off: how many CRI pulls ran
   (``pullcheck_pulltests_total``) and how many manifest requests containerd sent (registry log).
 
-``.venv/bin/python bench/bench_agent.py [--json]``
+``.venv/bin/python bench/bench_agent.py [--parts rss,rps,single-flight] [--runs 3] [--tree DIR]
+[--json]``: ``--tree`` runs the agent from another source tree (``git archive REV | tar -x -C
+DIR``) to compare a change with the code before it; ``--parts rss`` needs no ``wrk``.
 """
 
 from __future__ import annotations
@@ -21,17 +24,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cli_options import bounded_int, use_tree
+
 from lab import access, control
 from lab.info import LabInfo
 from lab.servers import TOKEN, Server, agent_config, server
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+PARTS = ("rss", "rps", "single-flight")
 
 
 def _status_mib(pid: int) -> dict[str, float]:
@@ -44,9 +51,9 @@ def _status_mib(pid: int) -> dict[str, float]:
     return found
 
 
-def idle_rss(lab: LabInfo, workdir: Path) -> list[dict[str, float]]:
+def idle_rss(lab: LabInfo, workdir: Path, runs: int) -> list[dict[str, float]]:
     values = []
-    for _ in range(3):
+    for _ in range(runs):
         with server("agent", agent_config(lab, workdir / "token", lab.endpoint), workdir) as srv:
             time.sleep(3)  # the first connectivity round and readiness check run at start-up
             values.append(_status_mib(srv.proc.pid))
@@ -135,31 +142,53 @@ def _pulls(srv: Server) -> int:
     )
 
 
+def _parts(text: str) -> list[str]:
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if not parts or unknown:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(PARTS)} (got {text!r})")
+    return parts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", type=_parts, default=list(PARTS), help="comma-separated")
+    parser.add_argument("--runs", type=bounded_int(1, 50), default=3, help="idle RSS runs (median)")
+    parser.add_argument("--tree", type=Path, help="run the agent from this source tree")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.tree is not None:
+        use_tree(args.tree)
     lab = control.up()
+    figures: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="pullcheck-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "token").write_text(TOKEN + "\n")
-        rss = idle_rss(lab, workdir)
-        rps = reused_rps(lab, workdir)
-        flight = single_flight(lab, workdir)
-    figures = {
-        "agent_idle_rss_mib_median": round(statistics.median(v["VmRSS"] for v in rss), 1),
-        "agent_idle_rss_anon_mib_median": round(statistics.median(v["RssAnon"] for v in rss), 1),
-        "agent_idle_rss_file_mib_median": round(statistics.median(v["RssFile"] for v in rss), 1),
-        "agent_idle_rss_mib_runs": [round(v["VmRSS"], 1) for v in rss],
-        "reused_results_per_second_one_core_median": round(statistics.median(rps)),
-        "reused_results_per_second_runs": [round(v) for v in rps],
-        **flight,
-    }
+        if "rss" in args.parts:
+            rss = idle_rss(lab, workdir, args.runs)
+            figures |= {
+                "agent_idle_rss_mib_median": _median(v["VmRSS"] for v in rss),
+                "agent_idle_rss_anon_mib_median": _median(v["RssAnon"] for v in rss),
+                "agent_idle_rss_file_mib_median": _median(v["RssFile"] for v in rss),
+                "agent_idle_rss_mib_runs": [round(v["VmRSS"], 1) for v in rss],
+            }
+        if "rps" in args.parts:
+            rps = reused_rps(lab, workdir)
+            figures |= {
+                "reused_results_per_second_one_core_median": round(statistics.median(rps)),
+                "reused_results_per_second_runs": [round(v) for v in rps],
+            }
+        if "single-flight" in args.parts:
+            figures |= single_flight(lab, workdir)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
         for key, value in figures.items():
             print(f"{key:45} {value}")
+
+
+def _median(values: Iterable[float]) -> float:
+    return round(statistics.median(values), 1)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,13 @@ alternating order:
   slowest agent, as an ideal fan-out would see it;
 * ``aggregated``: one request to the aggregator, which fans out (``max_in_flight``) and summarises.
 
-Reported: medians of both, the median overhead (aggregated - direct) and the aggregator's RSS
-(current and peak) after the runs, for the default ``max_in_flight`` (64) and for 256.
+Reported: medians of both, the median overhead (aggregated - direct), the aggregator's RSS
+(current and peak) and that of the process hosting the agents after the runs, for the default
+``max_in_flight`` (64) and for 256.
 
-``.venv/bin/python bench/bench_aggregator.py [--agents 200] [--rounds 5] [--json]``
+``.venv/bin/python bench/bench_aggregator.py [--agents 200] [--rounds 5] [--in-flight 64,256]
+[--tree DIR] [--json]``: ``--tree`` runs the aggregator and the agents from another source tree
+(``git archive REV | tar -x -C DIR``) to compare a change with the code before it.
 """
 
 from __future__ import annotations
@@ -33,11 +36,14 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from cli_options import bounded_int, use_tree
+
 from lab import control
 from lab.info import LabInfo
 from lab.servers import TOKEN, agent_config, merge, server
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+BENCH = Path(__file__).resolve().parent
 
 
 def _status_mib(pid: int, key: str) -> float:
@@ -84,7 +90,10 @@ def _aggregated(url: str, image: str, agents: int) -> float:
     return elapsed
 
 
-def run(lab: LabInfo, workdir: Path, agents: int, rounds: int, in_flight: int) -> dict[str, Any]:
+def run(
+    lab: LabInfo, workdir: Path, agents: int, rounds: int, in_flight: int, bench: Path
+) -> dict[str, Any]:
+    """Paired rounds against ``agents`` agents hosted by ``bench``/many_agents.py."""
     config = agent_config(
         lab, workdir / "token", lab.endpoint, registries=[], limits={"result_ttl": 0}
     )
@@ -93,7 +102,7 @@ def run(lab: LabInfo, workdir: Path, agents: int, rounds: int, in_flight: int) -
     host = subprocess.Popen(
         [
             sys.executable,
-            str(Path(__file__).parent / "many_agents.py"),
+            str(bench / "many_agents.py"),
             "--count",
             str(agents),
             "--config",
@@ -132,6 +141,8 @@ def run(lab: LabInfo, workdir: Path, agents: int, rounds: int, in_flight: int) -
                     direct.append(asyncio.run(_direct(ports, image)))
             rss = _status_mib(agg.proc.pid, "VmRSS")
             peak = _status_mib(agg.proc.pid, "VmHWM")
+            host_rss = _status_mib(host.pid, "VmRSS")
+            host_peak = _status_mib(host.pid, "VmHWM")
     finally:
         host.terminate()
         host.wait(timeout=30)
@@ -146,22 +157,31 @@ def run(lab: LabInfo, workdir: Path, agents: int, rounds: int, in_flight: int) -
         "overhead_ms_runs": [round(o * 1000, 1) for o in overheads],
         "aggregator_rss_mib": round(rss, 1),
         "aggregator_peak_rss_mib": round(peak, 1),
+        "agents_host_rss_mib": round(host_rss, 1),
+        "agents_host_peak_rss_mib": round(host_peak, 1),
     }
+
+
+def _in_flight(text: str) -> list[int]:
+    return [bounded_int(1, 1000)(part) for part in text.split(",")]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agents", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--agents", type=bounded_int(1, 1000), default=200)
+    parser.add_argument("--rounds", type=bounded_int(1, 100), default=5)
+    parser.add_argument("--in-flight", type=_in_flight, default=[64, 256], help="comma-separated")
+    parser.add_argument("--tree", type=Path, help="run aggregator and agents from this tree")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    bench = BENCH if args.tree is None else use_tree(args.tree) / "bench"
     lab = control.up()
     results = []
     with tempfile.TemporaryDirectory(prefix="pullcheck-bench-") as tmp:
         workdir = Path(tmp)
         (workdir / "token").write_text(TOKEN + "\n")
-        for in_flight in (64, 256):
-            results.append(run(lab, workdir, args.agents, args.rounds, in_flight))
+        for in_flight in args.in_flight:
+            results.append(run(lab, workdir, args.agents, args.rounds, in_flight, bench))
     if args.json:
         print(json.dumps(results, indent=2))
         return

@@ -21,7 +21,8 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.node.app import AgentState, create_agent_app
+from agent.node.app import create_agent_app
+from agent.node.state import AgentState
 from agent.service.config import load_settings
 from agent.service.metrics import monitor_event_loop_lag
 

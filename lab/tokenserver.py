@@ -9,9 +9,9 @@
   ``insufficient_scope``).
 * The lab user (valid Basic credentials) gets ``pull``/``push``/``delete`` on everything.
 * Wrong credentials: ``401`` (``{"details": "incorrect username or password"}``).
-* Tokens are RS256 JWTs: header ``kid`` (libtrust key ID) + ``x5c`` (the signing certificate, which
-  is the registry's ``rootcertbundle``), claims ``iss``, ``sub``, ``aud`` = service, ``exp``,
-  ``nbf``, ``iat``, ``jti`` and ``access``.
+* Tokens are RS256 JWTs signed with PyJWT: header ``kid`` (libtrust key ID) + ``x5c`` (the signing
+  certificate, which is the registry's ``rootcertbundle``), claims ``iss``, ``sub``, ``aud`` =
+  service, ``exp``, ``nbf``, ``iat``, ``jti`` and ``access``.
 """
 
 from __future__ import annotations
@@ -33,18 +33,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jwt
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from lab.certs import libtrust_key_id
 
 TOKEN_TTL = 300
 USER_ACTIONS = {"pull", "push", "delete", "*"}
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 @dataclass
@@ -62,9 +59,7 @@ class Signer:
 
     def token(self, subject: str, audience: str, access: list[dict[str, Any]]) -> str:
         now = int(time.time())
-        header = {
-            "typ": "JWT",
-            "alg": "RS256",
+        headers = {
             "kid": libtrust_key_id(self.cert),
             "x5c": [base64.b64encode(self.cert.public_bytes(serialization.Encoding.DER)).decode()],
         }
@@ -78,13 +73,7 @@ class Signer:
             "jti": secrets.token_hex(16),
             "access": access,
         }
-        signing_input = (
-            _b64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        )
-        signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
-        return signing_input + "." + _b64url(signature)
+        return jwt.encode(claims, self.key, algorithm="RS256", headers=headers)
 
 
 def parse_scopes(raw: list[str]) -> list[tuple[str, str, list[str]]]:

@@ -29,3 +29,10 @@ def lab() -> Iterator[LabInfo]:
     yield info
     if not already_running and not os.environ.get("PULLCHECK_KEEP_LAB"):
         control.down(DEFAULT_DIR)
+
+
+@pytest.fixture
+def no_pullcheck_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's PULLCHECK_* variables must not change what a test loads."""
+    for name in [n for n in os.environ if n.startswith("PULLCHECK_")]:
+        monkeypatch.delenv(name)

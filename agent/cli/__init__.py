@@ -23,9 +23,7 @@ from agent.cli.prepull import prepull
 from agent.cli.probe import probe
 from agent.cli.pull import pull
 from agent.cli.runtime import runtime
-from agent.credentials import CredentialError
-from agent.cri import InvalidEndpoint
-from agent.hosts import HostsConfigError
+from agent.errors import InvalidInput
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         _report(exc.format_message(), args, None)
         code = EXIT_USAGE
-    except (CredentialError, InvalidEndpoint, HostsConfigError) as exc:
+    except InvalidInput as exc:  # every unusable input, wherever it is found
         _report(str(exc), args, None, kind="invalid_input")
         code = EXIT_USAGE
     except click.exceptions.Abort:

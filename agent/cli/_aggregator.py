@@ -1,29 +1,36 @@
 """Talking to the aggregator from the CLI: ``--url``, ``--token-file`` and one bounded client.
 
-Every failure becomes a :class:`~agent.cli._options.CommandError` that ``main()`` prints (one JSON
-object with ``--json``): the aggregator not answering is ``aggregator_unreachable`` (exit 1), an
-error status is the aggregator's own ``error`` kind (exit 2 for a bad request or an unknown name,
-else 1). The token is sent, never printed.
+Answers are parsed into the aggregator's models (:mod:`agent.cluster.models`). Every failure
+becomes a :class:`~agent.cli._options.CommandError` that ``main()`` prints (one JSON object with
+``--json``): the aggregator not answering, or answering what it never answers, is
+``aggregator_unreachable`` (exit 1), an error status is the aggregator's own ``error`` kind
+(exit 2 for a bad request or an unknown name, else 1). The token is sent, never printed.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import click
 import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from agent import defaults
 from agent.cli._options import EXIT_FAILED, EXIT_USAGE, CommandError
+from agent.service.errors import ErrorAnswer
+from agent.validation import describe_errors
 
 __all__ = ["Aggregator", "token_option", "url_option"]
 
 _MAX_TOKEN_BYTES = 16 * 1024
 _MAX_BODY_BYTES = 64 * 1024 * 1024  # one answer (every node's full result) or one ndjson line
 _USAGE_STATUSES = frozenset({400, 404, 422})  # the request was wrong: a usage error
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 url_option = click.option(
     "--url",
@@ -36,7 +43,7 @@ token_option = click.option(
     "--token-file",
     envvar="PULLCHECK_TOKEN_FILE",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("/var/run/secrets/pullcheck/token"),
+    default=defaults.TOKEN_FILE,
     show_default=True,
     help="File holding the bearer token [env PULLCHECK_TOKEN_FILE].",
 )
@@ -66,12 +73,10 @@ def _base_url(url: str) -> httpx.URL:
     return parsed
 
 
-def _refused(status: int, body: dict[str, Any]) -> CommandError:
-    kind = body.get("error")
-    kind = kind if isinstance(kind, str) and kind else "aggregator_error"
-    message = str(body.get("message") or "")
+def _refused(status: int, body: ErrorAnswer) -> CommandError:
+    kind = body.error or "aggregator_error"
     return CommandError(
-        f"the aggregator answered HTTP {status} {kind}: {message}",
+        f"the aggregator answered HTTP {status} {kind}: {body.message}",
         kind,
         EXIT_USAGE if status in _USAGE_STATUSES else EXIT_FAILED,
     )
@@ -88,18 +93,16 @@ class Aggregator:
         reason = str(exc) or type(exc).__name__
         return CommandError(f"aggregator at {self.url}: {reason}", "aggregator_unreachable")
 
-    def _decode(self, raw: bytes) -> dict[str, Any]:
-        try:
-            body = json.loads(raw)
-        except ValueError:
+    def _decode(self, raw: bytes, answer: TypeAdapter[T]) -> T:
+        try:  # a newer aggregator's added fields are dropped, not refused
+            return answer.validate_json(raw, extra="ignore")
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[:1]
+            why = describe_errors(first, root="answer", show_input=False)[0]
             raise CommandError(
-                f"aggregator at {self.url}: not a JSON answer", "aggregator_unreachable"
+                f"aggregator at {self.url}: not a pullcheck aggregator's answer ({why})",
+                "aggregator_unreachable",
             ) from None
-        if not isinstance(body, dict):
-            raise CommandError(
-                f"aggregator at {self.url}: not a JSON object", "aggregator_unreachable"
-            )
-        return body
 
     @contextmanager
     def _open(
@@ -115,28 +118,39 @@ class Aggregator:
                 trust_env=False,
             ) as reply:
                 if reply.status_code >= 400:
-                    raise _refused(reply.status_code, self._decode(_bounded(reply.iter_bytes())))
+                    raw = _bounded(reply.iter_bytes())
+                    raise _refused(reply.status_code, self._decode(raw, _ERROR))
                 yield reply
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
 
     def call(
-        self, method: str, path: str, params: dict[str, str] | None = None, timeout: float = 30.0
-    ) -> dict[str, Any]:
-        """One request; the JSON object answered (an error status raises CommandError)."""
+        self,
+        method: str,
+        path: str,
+        answer: type[M],
+        params: dict[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> M:
+        """One request; its answer as ``answer`` (an error status raises CommandError)."""
         with self._open(method, path, params, httpx.Timeout(timeout)) as reply:
-            return self._decode(_bounded(reply.iter_bytes()))
+            return self._decode(_bounded(reply.iter_bytes()), TypeAdapter(answer))
 
-    def lines(self, path: str, params: dict[str, str], wait: float) -> Iterator[dict[str, Any]]:
-        """An ndjson answer, one JSON object per line as it arrives.
+    def lines(
+        self, path: str, params: dict[str, str], line: TypeAdapter[T], wait: float
+    ) -> Iterator[T]:
+        """An ndjson answer, one ``line`` per line as it arrives.
 
         ``wait`` bounds the silence between two lines (a node may take its whole deadline).
         """
         timeout = httpx.Timeout(10.0, read=wait)
         with self._open("GET", path, params, timeout) as reply:
-            for line in _split_lines(reply.iter_bytes()):
-                if line.strip():
-                    yield self._decode(line)
+            for raw in _split_lines(reply.iter_bytes()):
+                if raw.strip():
+                    yield self._decode(raw, line)
+
+
+_ERROR: TypeAdapter[ErrorAnswer] = TypeAdapter(ErrorAnswer)
 
 
 def _bounded(chunks: Iterator[bytes]) -> bytes:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import click
 
+from agent import defaults
 from agent.credentials import Credential, CredentialError, Keyring, from_cli, load_docker_config
 from agent.models import Cause
 from agent.pulltest import NodeSettings
@@ -119,7 +120,7 @@ cri_options = _compose(
     click.option(
         "--cri-timeout",
         type=seconds(MAX_STEP_SECONDS),
-        default=2.0,
+        default=defaults.CRI_TIMEOUT,
         show_default=True,
         help="Connect timeout and deadline of non-pull CRI calls, in seconds.",
     ),
@@ -135,7 +136,7 @@ path_options = _compose(
     click.option(
         "--resolv-conf",
         envvar="PULLCHECK_RESOLV_CONF",
-        default="/etc/resolv.conf",
+        default=defaults.RESOLV_CONF,
         show_default=True,
         type=click.Path(dir_okay=False, path_type=Path),
         help="Resolver config the runtime uses (the node's own) [env PULLCHECK_RESOLV_CONF].",
@@ -143,7 +144,7 @@ path_options = _compose(
     click.option(
         "--hosts-file",
         envvar="PULLCHECK_HOSTS_FILE",
-        default="/etc/hosts",
+        default=defaults.HOSTS_FILE,
         show_default=True,
         type=click.Path(dir_okay=False, path_type=Path),
         help="Hosts file consulted before DNS, as the runtime's resolver does.",
@@ -151,7 +152,7 @@ path_options = _compose(
     click.option(
         "--registry-config-path",
         envvar="PULLCHECK_REGISTRY_CONFIG_PATH",
-        default="/etc/containerd/certs.d",
+        default=defaults.REGISTRY_CONFIG_PATH,
         show_default=True,
         metavar="DIR[:DIR]",
         help="containerd's registry config_path holding <host>/hosts.toml "
@@ -166,7 +167,7 @@ path_options = _compose(
     click.option(
         "--probe-timeout",
         type=seconds(MAX_STEP_SECONDS),
-        default=10.0,
+        default=defaults.PROBE_TIMEOUT,
         show_default=True,
         help="Timeout of each probe step, in seconds.",
     ),
@@ -209,12 +210,12 @@ def exit_code(success: bool, cause: Cause | None) -> int:
 def settings_from(params: dict[str, Any]) -> NodeSettings:
     return NodeSettings(
         endpoint=params.get("endpoint"),
-        resolv_conf=params.get("resolv_conf") or Path("/etc/resolv.conf"),
-        hosts_file=params.get("hosts_file") or Path("/etc/hosts"),
-        registry_config_path=params.get("registry_config_path") or "/etc/containerd/certs.d",
+        resolv_conf=params.get("resolv_conf") or defaults.RESOLV_CONF,
+        hosts_file=params.get("hosts_file") or defaults.HOSTS_FILE,
+        registry_config_path=params.get("registry_config_path") or defaults.REGISTRY_CONFIG_PATH,
         ca_file=params.get("ca_file"),
-        probe_timeout=params.get("probe_timeout") or 10.0,
-        cri_timeout=params.get("cri_timeout") or 2.0,
+        probe_timeout=params.get("probe_timeout") or defaults.PROBE_TIMEOUT,
+        cri_timeout=params.get("cri_timeout") or defaults.CRI_TIMEOUT,
         api_version=params.get("cri_api"),
     )
 

@@ -6,7 +6,7 @@ by the URL parser's 16-bit offsets); h11 refuses a head still incomplete past
 ``h11_max_incomplete_event_size`` (uvicorn answers a plain 400 and logs no request line). A head
 that arrives whole in one read (at most the transport's 256 KiB) is parsed and reaches the request
 guard, which answers 414/431. The bound is the guard's limits plus the framing of the request line
-and of :data:`~agent.service.http.MAX_HEADERS` headers, so no head the guard would accept is cut.
+and of :data:`~agent.service.guard.MAX_HEADERS` headers, so no head the guard would accept is cut.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import click
 import uvicorn
 from fastapi import FastAPI
 
+from agent import defaults, hostport
 from agent.service.auth import TokenFileError
 from agent.service.config import ConfigError, Limits, Settings, load_settings
-from agent.service.http import MAX_HEADERS
+from agent.service.guard import MAX_HEADERS
 from agent.service.logs import configure_logging, uvicorn_log_config
 
 # request line ("METHOD ", " HTTP/1.1\r\n"), each header's ": " and CRLF, the final CRLF
@@ -32,7 +33,7 @@ config_option = click.option(
     "config_file",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="YAML configuration [default: /etc/pullcheck/config.yaml if it exists]; "
+    help=f"YAML configuration [default: {defaults.CONFIG_FILE} if it exists]; "
     "PULLCHECK_* environment variables override it.",
 )
 listen_option = click.option(
@@ -54,10 +55,11 @@ def load(config_file: Path | None) -> Settings:
 
 
 def split_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise click.UsageError(f"listen address {listen!r}: expected HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        host, port = hostport.split(listen)
+    except ValueError:
+        raise click.UsageError(f"listen address {listen!r}: expected HOST:PORT") from None
+    return host or "0.0.0.0", port
 
 
 def max_request_head(limits: Limits) -> int:

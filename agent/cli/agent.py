@@ -19,7 +19,8 @@ def agent(config_file: Path | None, listen: str | None, log_level: str) -> None:
     settings = load(config_file)
 
     def build() -> FastAPI:
-        from agent.node.app import AgentState, create_agent_app
+        from agent.node.app import create_agent_app
+        from agent.node.state import AgentState
 
         return create_agent_app(AgentState(settings))
 

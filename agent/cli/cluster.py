@@ -17,21 +17,33 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Final, Literal
 
 import click
+from pydantic import TypeAdapter
 from rich.text import Text
 
 from agent.cli import _render
 from agent.cli._aggregator import Aggregator, token_option, url_option
 from agent.cli._options import EXIT_FAILED, EXIT_OK, CommandError, json_option, seconds
 from agent.cli._render import cell, clean
+from agent.cluster.models import (
+    ConnectivityMatrix,
+    NodeEntry,
+    NodeFailure,
+    PullTestAnswer,
+    StreamLine,
+    Summary,
+    SummaryLine,
+    UnreachableRow,
+)
 
 MAX_CLUSTER_TIMEOUT = 3600.0  # the aggregator's limits.max_timeout cannot be higher
 _MAX_NODE_NAMES = 4096
 _MAX_NODES_TEXT = 65536  # what the aggregator accepts in ?nodes=
 _MAX_NODE_NAME = 253  # a DNS name, as Kubernetes node names are
 _WAIT_SLACK = 30.0  # seconds beyond the test deadline to wait for the next node's line
+_LINE: Final[TypeAdapter[NodeEntry | SummaryLine]] = TypeAdapter(StreamLine)
 
 
 def _node_names(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -53,48 +65,38 @@ def cluster() -> None:
     """Cluster-wide answers from the aggregator: pull tests on every node, connectivity."""
 
 
-def _result(entry: dict[str, Any]) -> Text:
-    if entry.get("success") is True:
+def _result(entry: NodeEntry) -> Text:
+    if entry.success:
         return cell("ok", "green")
-    if entry.get("refused"):
-        return cell(f"refused: {entry['refused']}", "yellow")
-    text = str(entry.get("cause") or "unknown")
-    status = entry.get("status")
-    if isinstance(status, int) and not isinstance(status, bool):
-        text += f" (HTTP {status})"
-    return cell(text, "red")
+    if isinstance(entry, NodeFailure):
+        status = f" (HTTP {entry.status})" if entry.status is not None else ""
+        return cell(f"{entry.cause}{status}", "red")
+    if entry.refused:
+        return cell(f"refused: {entry.refused}", "yellow")
+    return cell(entry.cause or "unknown", "red")
 
 
-def _summary_lines(summary: dict[str, Any], seconds_taken: float) -> None:
+def _summary_lines(summary: Summary, seconds_taken: float) -> None:
     out = _render.out
-    nodes, ok, failed = summary.get("nodes"), summary.get("ok"), summary.get("failed")
-    verdict = "[bold green]OK[/]" if failed == 0 and nodes else "[bold red]FAILED[/]"
+    every_ok = summary.failed == 0 and summary.nodes
+    verdict = "[bold green]OK[/]" if every_ok else "[bold red]FAILED[/]"
     out.print(
-        f"{verdict}  {clean(nodes)} node(s): {clean(ok)} ok, {clean(failed)} failed "
+        f"{verdict}  {summary.nodes} node(s): {summary.ok} ok, {summary.failed} failed "
         f"in {_render.seconds(seconds_taken * 1000)}"
     )
-    by_cause = summary.get("by_cause")
-    for cause, names in (by_cause if isinstance(by_cause, dict) else {}).items():
-        listed = ", ".join(map(str, names)) if isinstance(names, list) else names
-        out.print(f"  {clean(cause)}: {clean(listed)}")
-    digests = summary.get("digests")
-    digests = digests if isinstance(digests, dict) else {}
-    if summary.get("digest_drift") is True:
-        out.print(f"[bold yellow]digest drift[/]: the tag resolved to {len(digests)} digests")
-    for digest, names in digests.items():
-        listed = ", ".join(map(str, names)) if isinstance(names, list) else names
-        out.print(f"  digest {clean(digest)}: {clean(listed)}")
+    for cause, names in summary.by_cause.items():
+        out.print(f"  {clean(cause)}: {clean(', '.join(names))}")
+    if summary.digest_drift:
+        count = len(summary.digests)
+        out.print(f"[bold yellow]digest drift[/]: the tag resolved to {count} digests")
+    for digest, names in summary.digests.items():
+        out.print(f"  digest {clean(digest)}: {clean(', '.join(names))}")
 
 
-def _node_table(entries: list[dict[str, Any]]) -> None:
+def _node_table(entries: list[NodeEntry]) -> None:
     grid = _render.table("NODE", "RESULT", "SUMMARY", "REMEDY")
     for entry in entries:
-        grid.add_row(
-            cell(entry.get("node", "?")),
-            _result(entry),
-            cell(entry.get("summary") or ""),
-            cell(entry.get("remedy") or ""),
-        )
+        grid.add_row(cell(entry.node), _result(entry), cell(entry.summary), cell(entry.remedy))
     _render.print_table(grid)
 
 
@@ -125,7 +127,7 @@ def _node_table(entries: list[dict[str, Any]]) -> None:
 @json_option
 def cluster_pull(
     image: str,
-    mode: str | None,
+    mode: Literal["pull", "resolve"] | None,  # click.Choice above
     nodes: str | None,
     timeout: float | None,
     url: str,
@@ -145,71 +147,61 @@ def cluster_pull(
         params["timeout"] = f"{timeout:g}"
     aggregator = Aggregator(url, token_file)
     started = time.monotonic()
-    entries: list[dict[str, Any]] = []
-    summary: dict[str, Any] | None = None
+    entries: list[NodeEntry] = []
+    summary: Summary | None = None
     wait = (timeout or MAX_CLUSTER_TIMEOUT) + _WAIT_SLACK
     with _render.progress(enabled=not as_json) as report:
         report(f"asking {aggregator.url} to test {image} on every node")
-        for line in aggregator.lines("/v1/pulltest", params, wait):
-            if "summary" in line and "node" not in line:
-                summary = line["summary"] if isinstance(line["summary"], dict) else {}
+        for line in aggregator.lines("/v1/pulltest", params, _LINE, wait):
+            if isinstance(line, SummaryLine):
+                summary = line.summary
                 break
             entries.append(line)
-            state = "ok" if line.get("success") is True else line.get("cause") or "failed"
-            report(f"{len(entries)} node(s) answered; {line.get('node', '?')}: {state}")
+            state = "ok" if line.success else line.cause or "failed"
+            report(f"{len(entries)} node(s) answered; {line.node}: {state}")
     if summary is None:
         raise CommandError(
             f"the aggregator's answer ended after {len(entries)} node(s), before its summary",
             "aggregator_error",
         )
-    entries.sort(key=lambda e: str(e.get("node", "")))
+    entries.sort(key=lambda entry: entry.node)
     if as_json:
-        answer = {"image": image, "mode": mode, "summary": summary, "nodes": entries}
-        print(json.dumps(answer, indent=2))
+        answer = PullTestAnswer(image=image, mode=mode, summary=summary, nodes=entries)
+        print(json.dumps(answer.model_dump(mode="json"), indent=2))
     else:
         _render.out.print(f"[bold]pullcheck cluster pull[/] {clean(image)}")
         _summary_lines(summary, time.monotonic() - started)
         _node_table(entries)
-    every_ok = bool(entries) and all(e.get("success") is True for e in entries)
+    every_ok = bool(entries) and all(entry.success for entry in entries)
     return EXIT_OK if every_ok else EXIT_FAILED
 
 
-def _connectivity_cell(cells: Any, url: str) -> Text:
-    found = cells.get(url) if isinstance(cells, dict) else None
-    if not isinstance(found, dict):
-        return cell("-")
-    if found.get("success") is True:
-        return cell("ok", "green")
-    return cell(found.get("cause") or "failed", "red")
-
-
-def render_connectivity(matrix: dict[str, Any]) -> bool:
+def render_connectivity(matrix: ConnectivityMatrix) -> bool:
     """The node x endpoint matrix, then one line per failure; True when everything answered."""
-    columns = [c for c in matrix.get("columns") or [] if isinstance(c, dict)]
-    rows = [r for r in matrix.get("rows") or [] if isinstance(r, dict)]
-    urls = [str(c.get("url", "")) for c in columns]
-    headers = [f"{c.get('url', '')} ({c.get('role', '')})" for c in columns]
-    grid = _render.table("NODE", *headers)
+    urls = [column.url for column in matrix.columns]
+    grid = _render.table("NODE", *[f"{c.url} ({c.role})" for c in matrix.columns])
     problems: list[str] = []
-    for row in rows:
-        node = str(row.get("node", "?"))
-        if row.get("reachable") is not True:
-            grid.add_row(cell(node), *[cell("agent_unreachable", "red")] * len(urls))
-            reason = f"{node}: agent_unreachable: {row.get('summary') or ''}"
-            if row.get("remedy"):
-                reason += f" — {row['remedy']}"
+    for row in matrix.rows:
+        if isinstance(row, UnreachableRow):
+            grid.add_row(cell(row.node), *[cell("agent_unreachable", "red")] * len(urls))
+            reason = f"{row.node}: agent_unreachable: {row.summary}"
+            if row.remedy:
+                reason += f" — {row.remedy}"
             problems.append(reason)
             continue
-        cells = row.get("cells")
-        grid.add_row(cell(node), *[_connectivity_cell(cells, url) for url in urls])
+        shown = []
         for url in urls:
-            found = cells.get(url) if isinstance(cells, dict) else None
-            if isinstance(found, dict) and found.get("success") is not True:
-                problems.append(
-                    f"{node}: {url}: {found.get('cause') or 'failed'}: {found.get('summary') or ''}"
-                )
+            found = row.cells.get(url)
+            if found is None:
+                shown.append(cell("-"))
+            elif found.success:
+                shown.append(cell("ok", "green"))
+            else:
+                shown.append(cell(found.cause or "failed", "red"))
+                problems.append(f"{row.node}: {url}: {found.cause or 'failed'}: {found.summary}")
+        grid.add_row(cell(row.node), *shown)
     _render.out.print(
-        f"[bold]pullcheck cluster connectivity[/]  {len(rows)} node(s) x "
+        f"[bold]pullcheck cluster connectivity[/]  {len(matrix.rows)} node(s) x "
         f"{len(urls)} registry endpoint(s)"
     )
     _render.print_table(grid)
@@ -227,12 +219,12 @@ def connectivity(url: str, token_file: Path, as_json: bool) -> int:
 
     Exit 0 when every node answered and reached every endpoint, else 1.
     """
-    matrix = Aggregator(url, token_file).call("GET", "/v1/connectivity", timeout=90.0)
+    matrix = Aggregator(url, token_file).call(
+        "GET", "/v1/connectivity", ConnectivityMatrix, timeout=90.0
+    )
     if as_json:
-        print(json.dumps(matrix, indent=2))
-        summary = matrix.get("summary")
-        summary = summary if isinstance(summary, dict) else {}
-        clear = not summary.get("unreachable") and not summary.get("failing")
+        print(json.dumps(matrix.model_dump(mode="json"), indent=2))
+        clear = not matrix.summary.unreachable and not matrix.summary.failing
     else:
         clear = render_connectivity(matrix)
     return EXIT_OK if clear else EXIT_FAILED

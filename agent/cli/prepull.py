@@ -4,73 +4,72 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import click
+from pydantic import BaseModel
 
 from agent.cli import _render
 from agent.cli._aggregator import Aggregator, token_option, url_option
 from agent.cli._options import EXIT_OK, json_option
 from agent.cli._render import cell, clean
+from agent.cluster.models import JobDetail, JobList, JobStarted
+from agent.cluster.prepull.models import JobStatus
 
 
-def render_jobs(body: dict[str, Any]) -> None:
+def render_jobs(body: JobList) -> None:
     """The job list: schedule, policy and progress per job."""
-    if body.get("error"):
-        _render.out.print(
-            f"[yellow]job file rejected[/] {clean(body['error'])} (previous jobs run)"
-        )
+    if body.error:
+        _render.out.print(f"[yellow]job file rejected[/] {clean(body.error)} (previous jobs run)")
     grid = _render.table("JOB", "TRIGGER", "POLICY", "READY", "PULLING", "FAILED", "NEXT RUN")
-    for job in body.get("jobs", []):
-        trigger = " + ".join(
-            t
-            for t in (
-                job["schedule"] and f"{job['schedule']} {job['timezone']}",
-                job["on_new_node"] and "new nodes",
-            )
-            if t
+    for job in body.jobs:
+        triggers = (
+            job.schedule and f"{job.schedule} {job.timezone}",
+            job.on_new_node and "new nodes",
         )
-        wave = job.get("wave", {})
         grid.add_row(
-            cell(job["name"]),
-            cell(trigger),
-            cell(job["policy"]),
-            cell(f"{job['images_ready']}/{job['images_total']}"),
-            cell(wave.get("pulling", 0)),
-            cell(wave.get("failed", 0)),
-            cell(job.get("next_run") or "-"),
+            cell(job.name),
+            cell(" + ".join(t for t in triggers if t)),
+            cell(job.policy),
+            cell(f"{job.images_ready}/{job.images_total}"),
+            cell(job.wave.get("pulling", 0)),
+            cell(job.wave.get("failed", 0)),
+            cell(job.next_run or "-"),
         )
     _render.print_table(grid)
 
 
-def render_job(body: dict[str, Any]) -> None:
+def render_job(body: JobStatus) -> None:
     """One job per node and image: phase, tries, digest, time, and why not."""
     _render.out.print(
-        f"[bold]{clean(body['name'])}[/] {clean(body['images_ready'])}/"
-        f"{clean(body['images_total'])} ready, running: {_render.yes_no(bool(body['running']))}"
+        f"[bold]{clean(body.name)}[/] {body.images_ready}/{body.images_total} ready, "
+        f"running: {_render.yes_no(body.running)}"
     )
-    for registry, until in body.get("paused_registries", {}).items():
+    for registry, until in body.paused_registries.items():
         _render.out.print(f"[yellow]paused[/] {clean(registry)} until {clean(until)} (rate limit)")
     grid = _render.table(
         "NODE", "IMAGE", "PHASE", "TRIES", "DIGEST", "TIME", "NOTE / CAUSE: REMEDY"
     )
-    for item in body.get("nodes", []):
-        why = item.get("cause") or ""
-        if why and item.get("remedy"):
-            why += f": {item['remedy']}"
-        elif not why and item.get("skipped"):
-            why = item.get("summary") or "already present"
+    for item in body.nodes:
+        why = item.cause or ""
+        if why and item.remedy:
+            why += f": {item.remedy}"
+        elif not why and item.skipped:
+            why = item.summary or "already present"
         grid.add_row(
-            cell(item["node"]),
-            cell(item["image"]),
-            cell(item["phase"]),
-            cell(item["attempts"]),
-            cell((item.get("digest") or "")[:19]),
-            cell(f"{item['duration_ms'] / 1000:.1f}s"),
+            cell(item.node),
+            cell(item.image),
+            cell(item.phase),
+            cell(item.attempts),
+            cell(item.digest[:19]),
+            cell(f"{item.duration_ms / 1000:.1f}s"),
             cell(why),
         )
     _render.print_table(grid)
+
+
+def _print_json(body: BaseModel) -> None:
+    print(json.dumps(body.model_dump(mode="json"), indent=2))
 
 
 @click.group("prepull")
@@ -84,9 +83,9 @@ def prepull() -> None:
 @json_option
 def jobs(url: str, token_file: Path, as_json: bool) -> int:
     """List jobs with schedule and progress."""
-    body = Aggregator(url, token_file).call("GET", "/v1/prepull/jobs")
+    body = Aggregator(url, token_file).call("GET", "/v1/prepull/jobs", JobList)
     if as_json:
-        print(json.dumps(body, indent=2))
+        _print_json(body)
     else:
         render_jobs(body)
     return EXIT_OK
@@ -99,9 +98,11 @@ def jobs(url: str, token_file: Path, as_json: bool) -> int:
 @json_option
 def job(name: str, url: str, token_file: Path, as_json: bool) -> int:
     """One job per node and image: phase, digest, duration, cause and remedy."""
-    body = Aggregator(url, token_file).call("GET", f"/v1/prepull/jobs/{quote(name, safe='')}")
+    body = Aggregator(url, token_file).call(
+        "GET", f"/v1/prepull/jobs/{quote(name, safe='')}", JobDetail
+    )
     if as_json:
-        print(json.dumps(body, indent=2))
+        _print_json(body)
     else:
         render_job(body)
     return EXIT_OK
@@ -114,9 +115,11 @@ def job(name: str, url: str, token_file: Path, as_json: bool) -> int:
 @json_option
 def run(name: str, url: str, token_file: Path, as_json: bool) -> int:
     """Run a job now, within its caps."""
-    body = Aggregator(url, token_file).call("POST", f"/v1/prepull/jobs/{quote(name, safe='')}/run")
+    body = Aggregator(url, token_file).call(
+        "POST", f"/v1/prepull/jobs/{quote(name, safe='')}/run", JobStarted
+    )
     if as_json:
-        print(json.dumps(body, indent=2))
+        _print_json(body)
     else:
         _render.out.print(f"started {clean(name)}")
     return EXIT_OK

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from agent import defaults
 from agent.cli import _render
 from agent.cli._interrupt import run_interruptible
 from agent.cli._options import (
@@ -39,7 +40,7 @@ from agent.pulltest import PullTestRequest, run_pull_test
 @click.option(
     "--timeout",
     type=seconds(MAX_TEST_SECONDS),
-    default=300.0,
+    default=defaults.PULL_TIMEOUT,
     show_default=True,
     help="Per-test deadline in seconds; the pull RPC is cancelled when it passes.",
 )

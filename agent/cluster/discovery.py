@@ -65,6 +65,8 @@ from lightkube.config.models import Cluster, User
 from lightkube.models.discovery_v1 import EndpointPort
 from lightkube.resources.discovery_v1 import EndpointSlice
 
+from agent import hostport
+from agent.errors import PullcheckError
 from agent.service.config import DiscoverySection
 
 __all__ = [
@@ -102,15 +104,15 @@ class AgentTarget:
     @property
     def url(self) -> str:
         """Base URL without a trailing slash: ``http://10.0.0.1:8479``, ``http://[fd00::1]:8479``."""
-        return f"{self.scheme}://{_hostport(self.address, self.port)}"
+        return f"{self.scheme}://{hostport.join(self.address, self.port, in_url=True)}"
 
     @property
     def label(self) -> str:
         """What to call the agent in answers and logs: its node, else ``address:port``."""
-        return self.node or _hostport(self.address, self.port)
+        return self.node or hostport.join(self.address, self.port, in_url=True)
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(PullcheckError):
     """A refresh could not produce a trustworthy list; the message says why."""
 
 
@@ -488,7 +490,7 @@ def _kube_config(section: DiscoverySection) -> KubeConfig:
                 "not in a cluster (KUBERNETES_SERVICE_HOST is unset); set discovery.api_url "
                 "or discovery.kubeconfig"
             )
-        server = f"https://{_hostport(host, port)}"
+        server = f"https://{hostport.join(host, port, in_url=True)}"
     token_file = str(Path(section.api_token_file).absolute())
     if not Path(token_file).is_file():
         raise ConfigError(f"no service account token at {token_file}")
@@ -574,12 +576,6 @@ def make_discovery(section: DiscoverySection) -> Discovery:
         "static": StaticDiscovery,
     }
     return kinds[section.mode](section)
-
-
-def _hostport(host: str, port: int | str) -> str:
-    if ":" in host:  # IPv6; a zone (fe80::1%eth0) is percent-encoded in URLs
-        return f"[{host.replace('%', '%25')}]:{port}"
-    return f"{host}:{port}"
 
 
 def _sort_key(target: AgentTarget) -> tuple[str, int, str, int]:

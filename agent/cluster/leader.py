@@ -64,6 +64,9 @@ from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 
+from agent import hostport
+from agent.cluster.models import LeaderDetail
+from agent.errors import PullcheckError
 from agent.service.config import LEASE_JITTER_FACTOR, LeaderElectionSection
 
 __all__ = [
@@ -111,7 +114,7 @@ class LeaderInfo:
     url: str
 
 
-class LeaseError(Exception):
+class LeaseError(PullcheckError):
     """The Lease could not be read or written; ``code`` is the API's HTTP status (0: no answer)."""
 
     def __init__(self, message: str, code: int = 0) -> None:
@@ -290,17 +293,17 @@ class Election(abc.ABC):
     async def run(self, stop: asyncio.Event) -> None:
         """Take part until ``stop`` is set (then give the leadership up)."""
 
-    def detail(self) -> dict[str, Any]:
+    def detail(self) -> LeaderDetail:
         """For /readyz: mode, this replica, the leader, the last error."""
         leader = self.leader()
-        return {
-            "mode": self.mode,
-            "identity": self.identity,
-            "leading": self.leading,
-            "leader": leader.identity if leader else None,
-            "leader_url": leader.url if leader else None,
-            "error": self.last_error,
-        }
+        return LeaderDetail(
+            mode=self.mode,
+            identity=self.identity,
+            leading=self.leading,
+            leader=leader.identity if leader else None,
+            leader_url=leader.url if leader else None,
+            error=self.last_error,
+        )
 
     def _set_leading(self, leading: bool) -> None:
         if leading == self.leading:
@@ -625,16 +628,13 @@ def default_identity() -> str:
 def advertise_url(listen: str, scheme: str = "http") -> str:
     """How the other replicas reach this one: ``$POD_IP`` (else the listen host, else the host
     name) and the listen port."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+    host, port = hostport.split(listen)
     pod_ip = os.environ.get("POD_IP", "").strip()
     if pod_ip:
         host = pod_ip
     elif host in ("", "0.0.0.0", "::"):
         host = socket.gethostname()
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{hostport.join(host, port)}"
 
 
 def make_election(

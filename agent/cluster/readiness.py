@@ -21,16 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
-import httpx
-
+from agent.cluster.client import AgentClient, CallFailure
 from agent.cluster.discovery import AgentTarget
-from agent.cluster.failures import NodeFailure, not_ready, unreachable
+from agent.cluster.models import AgentState, NodeFailure, not_ready, unreachable
 
 __all__ = ["AgentReadiness", "AgentState", "Readiness"]
 
@@ -39,13 +36,6 @@ _ROUND = 1.0  # seconds between rounds of run()
 _RECHECK = 5.0  # seconds between checks of an agent that is not ready
 _READY_RECHECK = 30.0  # seconds between checks of a ready agent
 _REASON_LIMIT = 300
-
-
-class AgentState(StrEnum):
-    UNKNOWN = "unknown"
-    READY = "ready"
-    UNREADY = "unready"
-    UNREACHABLE = "unreachable"
 
 
 @dataclass(frozen=True)
@@ -60,7 +50,7 @@ class AgentReadiness:
 
     def __init__(
         self,
-        client: Callable[[], httpx.AsyncClient],
+        client: AgentClient,
         *,
         concurrency: int = 64,
         timeout: float = _TIMEOUT,
@@ -143,24 +133,13 @@ class AgentReadiness:
             del self._inflight[target.url]
 
     async def _ask(self, target: AgentTarget) -> Readiness:
-        try:
-            async with asyncio.timeout(self._timeout):
-                reply = await self._client().get(f"{target.url}/readyz")
-                raw = await reply.aread()
-        except TimeoutError:
-            return self._seen_now(AgentState.UNREACHABLE, f"no answer within {self._timeout:g} s")
-        except httpx.HTTPError as exc:
-            return self._seen_now(AgentState.UNREACHABLE, str(exc) or type(exc).__name__)
-        answer: object = None
-        with contextlib.suppress(ValueError):
-            answer = json.loads(raw)
-        if not isinstance(answer, dict) or not isinstance(answer.get("ready"), bool):
-            reason = f"HTTP {reply.status_code}, not a pullcheck agent's answer"
-            return self._seen_now(AgentState.UNREACHABLE, reason)
-        if reply.status_code == 200 and answer["ready"]:
+        answer = await self._client.ready(target.url, deadline=self._timeout)
+        if isinstance(answer, CallFailure):
+            return self._seen_now(AgentState.UNREACHABLE, answer.reason)
+        if answer.status == 200 and answer.answer.ready:
             return self._seen_now(AgentState.READY, "")
-        runtime = str(answer.get("runtime", "")) or "no reason given"
-        return self._seen_now(AgentState.UNREADY, f"HTTP {reply.status_code}: {runtime}")
+        runtime = answer.answer.runtime or "no reason given"
+        return self._seen_now(AgentState.UNREADY, f"HTTP {answer.status}: {runtime}")
 
     @staticmethod
     def _seen_now(state: AgentState, reason: str) -> Readiness:

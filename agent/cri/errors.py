@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import grpc
 
+from agent.errors import InvalidInput, PullcheckError
 
-class CriError(Exception):
+
+class CriError(PullcheckError):
     """A CRI call failed.
 
     ``details`` is the runtime's error text exactly as sent (for containerd's PullImage that is
@@ -66,5 +68,5 @@ class RuntimeUnavailable(CriError):
         return (type(self), (self.tried, self.code, self.rpc))
 
 
-class InvalidEndpoint(ValueError):
+class InvalidEndpoint(InvalidInput, ValueError):
     """The endpoint string is not a unix socket address pullcheck can use."""

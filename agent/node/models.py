@@ -1,7 +1,8 @@
 """What the node agent's API takes and answers, beyond the engine's result models.
 
 The aggregator (``agent.cluster``) talks to agents with these same models, so both sides of the
-boundary validate one schema.
+boundary validate one schema. Answers reuse the engine's models (``PullTestResult``,
+``ProbeReport``) and the CRI client's result types as they are.
 """
 
 from __future__ import annotations
@@ -10,9 +11,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.models import Cause
+from agent.cri import FilesystemUsage, ImageInfo, RuntimeStatus, RuntimeVersion
+from agent.models import Cause, ProbeReport
 
-__all__ = ["PrepullBody", "PullOutcome", "PullTestBody"]
+__all__ = [
+    "ConnectivityAnswer",
+    "HealthAnswer",
+    "ImagesAnswer",
+    "PrepullBody",
+    "PullOutcome",
+    "PullTestBody",
+    "ReadyAnswer",
+    "RuntimeAnswer",
+]
 
 
 class PullTestBody(BaseModel):
@@ -56,3 +67,49 @@ class PullOutcome(BaseModel):
     registry: str = ""
     ratelimit_remaining: float | None = None
     ratelimit_window: float | None = None  # seconds, from "…;w=21600"
+
+
+# --- the node's answers: the agent's routes declare them, the aggregator reads them ----------
+
+
+class _Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class HealthAnswer(_Answer):
+    """``GET /healthz``: the process is alive, and which node it serves."""
+
+    status: Literal["ok"]
+    node: str
+
+
+class ReadyAnswer(_Answer):
+    """``GET /readyz`` (200 when ready, else 503): whether the runtime answers over CRI."""
+
+    ready: bool
+    runtime: str  # "containerd 1.6.20", or why it does not answer
+
+
+class ImagesAnswer(_Answer):
+    """``GET /v1/images``: the images on the node, as the runtime lists them."""
+
+    node: str
+    images: list[ImageInfo]
+
+
+class ConnectivityAnswer(_Answer):
+    """``GET /v1/connectivity``: the probes of the configured and recently seen registries."""
+
+    node: str
+    registries: list[ProbeReport]
+
+
+class RuntimeAnswer(_Answer):
+    """``GET /v1/runtime``: what ``crictl version``, ``info`` and ``imagefsinfo`` show."""
+
+    node: str
+    endpoint: str
+    api_version: str  # as negotiated: "v1" or "v1alpha2"
+    version: RuntimeVersion
+    status: RuntimeStatus
+    image_filesystems: list[FilesystemUsage]

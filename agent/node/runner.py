@@ -4,6 +4,10 @@ Identical tests — same image, mode and credential fingerprint — running at o
 pull; a finished result is reused for ``result_ttl`` seconds; at most ``pull_concurrency`` pulls
 run at once and at most ``pull_queue`` wait, beyond which :class:`QueueFull` (HTTP 429) is raised.
 A caller that goes away does not cancel a test others may be waiting for.
+
+The result cache is ``cachetools.TTLCache`` (least recently used out first). Single-flight is
+kept here: no library shares one running asyncio task between callers without cancelling it when
+the first caller goes away.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import hmac
 import math
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
+
+from cachetools import TTLCache
 
 from agent.credentials import Credential, Keyring
+from agent.errors import PullcheckError
 from agent.models import PullTestResult
 from agent.pulltest import NodeSettings, PullTestRequest, run_pull_test
 
@@ -27,8 +33,8 @@ __all__ = ["Outcome", "PullTestRunner", "QueueFull", "TestKey", "credential_fing
 
 Outcome = Literal["fresh", "reused", "shared"]
 
-_RESOLVE_CONCURRENCY = 16  # resolve tests download nothing; they get a wider lane
-_MAX_CACHED = 512
+_RESOLVE_CONCURRENCY: Final = 16  # resolve tests download nothing; they get a wider lane
+_MAX_CACHED: Final = 512
 
 # A key per process: fingerprints of credentials can't be compared across processes or reversed.
 _FINGERPRINT_KEY = secrets.token_bytes(32)
@@ -38,7 +44,9 @@ def credential_fingerprint(credential: Credential | None, keyring: Keyring | Non
     """A short keyed hash naming the credentials of a request (``anonymous`` without any)."""
     parts: list[str] = []
     if credential is not None:
-        parts.append(f"c\0{credential.username}\0{credential.password}\0{credential.identity_token}")
+        parts.append(
+            f"c\0{credential.username}\0{credential.password}\0{credential.identity_token}"
+        )
     if keyring is not None:
         for key, cred in keyring.items():
             parts.append(f"k\0{key}\0{cred.username}\0{cred.password}\0{cred.identity_token}")
@@ -55,15 +63,14 @@ class TestKey:
     credentials: str  # fingerprint
 
 
-class QueueFull(Exception):
+class QueueFull(PullcheckError):
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"{retry_after:.0f} s")
         self.retry_after = retry_after
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Done:
-    expires: float
     result: PullTestResult
     body: bytes
 
@@ -87,7 +94,10 @@ class PullTestRunner:
         self._active = 0
         self._waiting = 0
         self._inflight: dict[TestKey, asyncio.Task[_Done]] = {}
-        self._cache: OrderedDict[TestKey, _Done] = OrderedDict()
+        # ttl 0: nothing is kept (TTLCache would keep expired entries until the next write)
+        self._cache: TTLCache[TestKey, _Done] | None = (
+            TTLCache(maxsize=_MAX_CACHED, ttl=ttl, timer=time.monotonic) if ttl > 0 else None
+        )
         self._mean_seconds = 10.0  # running estimate of a pull's duration, for Retry-After
         self._on_change = on_change or (lambda _active, _waiting: None)
         self.fresh_runs = 0  # tests actually executed (for tests and benchmarks)
@@ -101,14 +111,8 @@ class PullTestRunner:
         return self._waiting
 
     def cached(self, key: TestKey) -> tuple[PullTestResult, bytes] | None:
-        done = self._cache.get(key)
-        if done is None:
-            return None
-        if done.expires <= time.monotonic():
-            del self._cache[key]
-            return None
-        self._cache.move_to_end(key)
-        return done.result, done.body
+        done = self._cache.get(key) if self._cache is not None else None
+        return None if done is None else (done.result, done.body)
 
     async def run(
         self, key: TestKey, request: PullTestRequest
@@ -160,10 +164,8 @@ class PullTestRunner:
                 self._waiting -= 1
             self._on_change(self._active, self._waiting)
         self.fresh_runs += 1
-        done = _Done(time.monotonic() + self.ttl, result, result.model_dump_json().encode())
+        done = _Done(result, result.model_dump_json().encode())
         # failures are reused too: a storm against a broken registry is not a storm of pulls
-        if self.ttl > 0:
+        if self._cache is not None:
             self._cache[key] = done
-            while len(self._cache) > _MAX_CACHED:
-                self._cache.popitem(last=False)
         return done

@@ -3,9 +3,12 @@
     async def probe_xxx(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult
 
 Each returns success, timed phases (monotonic clock), typed evidence, a one-line redacted error
-and a :class:`~agent.models.Cause` on failure; none raises for network conditions. They share
-``ctx.state`` (addresses, connected address, /v2/ challenge, token), so run them in chain order —
-:func:`probe_endpoint` does — or alone (a probe resolves what it needs when run by itself).
+and a :class:`~agent.models.Cause` on failure; none raises (one runner, ``_runner.py``, builds
+every result and classifies what a probe did not expect). They share ``ctx.state`` (addresses,
+connected address, /v2/ challenge, token), so run them in chain order — :func:`probe_endpoint`
+does — or alone (the runner resolves what a probe needs when run by itself). Probes run on
+another's behalf (the token realm's dns → tcp → tls) come back with its result
+(:attr:`~agent.models.ProbeResult.preceding`) and the chain lists them before it.
 
 Name resolution happens only in :func:`probe_dns` (resolv.conf + hosts file, never the system
 resolver); every connection goes to an address it produced, with Host/SNI = the hostname.
@@ -22,17 +25,26 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from agent.models import Cause, Endpoint, EndpointReport, ManifestEvidence, Phase, ProbeResult
+from agent import hostport
+from agent.models import (
+    Cause,
+    Endpoint,
+    EndpointReport,
+    HttpEvidence,
+    Phase,
+    ProbeName,
+    ProbeResult,
+)
+from agent.probes._addresses import url_for
 from agent.probes._context import Challenge, EndpointState, ProbeContext
-from agent.probes._net import format_host_port, ms_since, url_for
 from agent.probes._parse import parse_www_authenticate, status_text
-from agent.probes._result import ProbeName
 from agent.probes.dns import probe_dns
 from agent.probes.http import probe_http
 from agent.probes.manifest import MANIFEST_ACCEPT, manifest_url, probe_manifest
 from agent.probes.tcp import probe_tcp
 from agent.probes.tls import probe_tls
 from agent.probes.token import probe_token
+from agent.timing import ms_since
 
 __all__ = [
     "MANIFEST_ACCEPT",
@@ -134,7 +146,7 @@ class ChainProgress:
         if step == "dns":
             return endpoint.host
         if step in ("tcp", "tls"):
-            return format_host_port(endpoint.host, endpoint.port)
+            return hostport.join(endpoint.host, endpoint.port)
         if step == "manifest" and ctx is not None and ctx.repository and ctx.tag_or_digest:
             return manifest_url(endpoint, ctx.repository, ctx.tag_or_digest)
         challenge = ctx.state.challenge if ctx is not None else None
@@ -148,8 +160,7 @@ class ChainProgress:
     async def _run(self, name: ProbeName, step: Probe, ctx: ProbeContext) -> ProbeResult:
         self.running, self._running_since = name, time.monotonic()
         result = await step(self.target, ctx)
-        self.results.extend(ctx.state.sub_results)  # e.g. the token realm's dns/tcp/tls, first
-        ctx.state.sub_results.clear()
+        self.results.extend(result.preceding)  # e.g. the token realm's dns/tcp/tls, first
         self.results.append(result)
         self.running = None
         return result
@@ -176,12 +187,9 @@ class ChainProgress:
         else:
             notes = [_FALLBACK_SUMMARY if self.fell_back else "", note]
             self.report = EndpointReport(
-                endpoint=self.target,
-                success=True,
-                summary=_success_summary(self.target, self.results, "; ".join(filter(None, notes))),
-                duration_ms=duration,
-                probes=self.results,
+                endpoint=self.target, success=True, duration_ms=duration, probes=self.results
             )
+            self.report.summary = _success_summary(self.report, "; ".join(filter(None, notes)))
         return self.report
 
 
@@ -259,32 +267,24 @@ async def probe_registry(endpoints: Sequence[Endpoint], ctx: ProbeContext) -> li
     return await RegistryProbe(endpoints, ctx).run()
 
 
-def _success_summary(endpoint: Endpoint, results: list[ProbeResult], note: str) -> str:
-    where = format_host_port(endpoint.host, endpoint.port)
-    address = next(
-        (
-            r.evidence.address
-            for r in results
-            if r.probe == "tcp" and r.evidence is not None and r.evidence.kind == "tcp"
-        ),
-        "",
-    )
+def _success_summary(report: EndpointReport, note: str) -> str:
+    endpoint, address = report.endpoint, report.address
+    where = hostport.join(endpoint.host, endpoint.port)
     parts = [f"{endpoint.scheme}://{where}" + (f" ({address})" if address else "") + " reachable"]
-    http = next((r for r in results if r.probe == "http"), None)
-    if http is not None and http.evidence is not None and http.evidence.kind == "http":
-        auth = f" {http.evidence.auth_scheme}" if http.evidence.auth_scheme else ""
-        status = http.evidence.status
+    http = report.evidence(HttpEvidence, first=True)
+    if http is not None:
+        auth = f" {http.auth_scheme}" if http.auth_scheme else ""
+        status = http.status
         parts.append(f"/v2/ → {status}{auth}" if status is not None else "/v2/ answered")
-    if any(r.probe == "token" for r in results):
+    if any(r.probe == "token" for r in report.probes):
         parts.append("token ok")
-    manifest = next((r for r in reversed(results) if r.probe == "manifest"), None)
-    if manifest is not None and isinstance(manifest.evidence, ManifestEvidence):
-        evidence = manifest.evidence
-        text = f"{evidence.method} manifest → {status_text(evidence.status or 0)}"
-        if evidence.digest:
-            text += f" {evidence.digest}"
-        if evidence.ratelimit_remaining:
-            text += f" (ratelimit-remaining {evidence.ratelimit_remaining})"
+    manifest = report.manifest
+    if manifest is not None:
+        text = f"{manifest.method} manifest → {status_text(manifest.status or 0)}"
+        if manifest.digest:
+            text += f" {manifest.digest}"
+        if manifest.ratelimit_remaining:
+            text += f" (ratelimit-remaining {manifest.ratelimit_remaining})"
         parts.append(text)
     if note:
         parts.append(note)

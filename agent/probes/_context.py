@@ -67,8 +67,6 @@ class EndpointState:
     credential_index: int | None = (
         None  # which of ProbeContext.credentials worked (None = anonymous)
     )
-    # results of probes run on behalf of another (the token realm's dns/tcp/tls), in order
-    sub_results: list[ProbeResult] = field(default_factory=list)
 
 
 @dataclass

@@ -8,7 +8,7 @@ nameservers (SERVFAIL/REFUSED/timeouts move on to the next one), and the whole l
 by ``ctx.timeout``.
 
 Causes: ``dns_failure`` (NXDOMAIN, no records, SERVFAIL, timeout, no nameservers, unreadable
-resolv.conf), ``unknown`` (unexpected errors).
+resolv.conf); anything unexpected is classified by the runner.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ import dns.rcode
 import dns.rdatatype
 
 from agent.models import Cause, DnsAnswer, DnsEvidence, Endpoint, Phase, ProbeResult
+from agent.probes._addresses import host_key, is_ip_literal
 from agent.probes._context import ProbeContext
-from agent.probes._net import is_ip_literal, ms_since
 from agent.probes._resolvconf import (
     ResolvConf,
     hosts_file_lookup,
     parse_resolv_conf,
     search_names,
 )
-from agent.probes._result import ResultBuilder
+from agent.probes._runner import ProbeRun, run_probe
+from agent.timing import ms_since
 
 __all__ = ["probe_dns"]
 
@@ -61,57 +62,51 @@ class _Outcome:
 async def probe_dns(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     """Resolve ``endpoint.host``; on success ``ctx.state.addresses`` holds the addresses."""
     host = endpoint.host
-    result = ResultBuilder("dns", host, ctx)
-    evidence = DnsEvidence(host=host, resolv_conf=ctx.resolv_conf)
-    try:
-        probe_result = await _resolve(host, ctx, result, evidence)
-    except Exception as exc:  # a probe reports, it never raises
-        probe_result = result.fail(
-            Cause.UNKNOWN, f"lookup {host}: unexpected error: {exc}", evidence
-        )
-    if probe_result.success:
-        ctx.state.addresses = list(evidence.addresses)
+    result = await run_probe("dns", host, ctx, lambda run: _resolve(host, ctx, run))
+    addresses = result.evidence.addresses if isinstance(result.evidence, DnsEvidence) else []
+    if result.success:
+        ctx.state.addresses = list(addresses)
         ctx.state.dns_error = None
-        if evidence.addresses:
-            ctx.state.host_addresses.setdefault(host.lower().rstrip("."), evidence.addresses[0])
+        if addresses:
+            ctx.state.host_addresses.setdefault(host_key(host), addresses[0])
     else:
         ctx.state.addresses = []
-        ctx.state.dns_error = probe_result
-    return probe_result
+        ctx.state.dns_error = result
+    return result
 
 
-async def _resolve(
-    host: str, ctx: ProbeContext, result: ResultBuilder, evidence: DnsEvidence
-) -> ProbeResult:
+async def _resolve(host: str, ctx: ProbeContext, run: ProbeRun) -> ProbeResult:
+    run.action = f"lookup {host}"
+    evidence = run.evidence = DnsEvidence(host=host, resolv_conf=ctx.resolv_conf)
     started = time.monotonic()
     if is_ip_literal(host):
         evidence.source = "literal"
         evidence.addresses = [host]
-        result.phase("literal", True, started, host)
-        return result.ok(evidence)
+        run.phase("literal", True, started, host)
+        return run.ok(evidence)
 
     found = hosts_file_lookup(ctx.hosts_file, host)
-    result.phase(
+    run.phase(
         "hosts-file", True, started, ", ".join(found) if found else f"not in {ctx.hosts_file}"
     )
     if found:
         evidence.source = "hosts-file"
         evidence.addresses = found
-        return result.ok(evidence)
+        return run.ok(evidence)
 
     started = time.monotonic()
     conf = parse_resolv_conf(ctx.resolv_conf)
     evidence.nameservers = list(conf.nameservers)
     if conf.error:
-        result.phase("resolv.conf", False, started, conf.error)
-        return result.fail(Cause.DNS_FAILURE, f"lookup {host}: {conf.error}", evidence)
+        run.phase("resolv.conf", False, started, conf.error)
+        return run.fail(Cause.DNS_FAILURE, f"lookup {host}: {conf.error}", evidence)
     if not conf.nameservers:
         message = (
             f"no nameservers in {ctx.resolv_conf} (containerd's Go resolver would then try "
             "127.0.0.1:53 and [::1]:53)"
         )
-        result.phase("resolv.conf", False, started, message)
-        return result.fail(Cause.DNS_FAILURE, f"lookup {host}: {message}", evidence)
+        run.phase("resolv.conf", False, started, message)
+        return run.fail(Cause.DNS_FAILURE, f"lookup {host}: {message}", evidence)
 
     deadline = time.monotonic() + ctx.timeout
     outcomes: list[_Outcome] = []
@@ -131,14 +126,14 @@ async def _resolve(
                     duration_ms=outcome.duration_ms,
                 )
             )
-            result.phases.append(_phase(outcome))
+            run.phases.append(_phase(outcome))
         addresses = [a for outcome in pair for a in outcome.addresses]
         if addresses:
             evidence.addresses = list(dict.fromkeys(addresses))
-            return result.ok(evidence)
+            return run.ok(evidence)
         if time.monotonic() >= deadline:
             break
-    return result.fail(Cause.DNS_FAILURE, f"lookup {host}: {_failure_text(outcomes)}", evidence)
+    return run.fail(Cause.DNS_FAILURE, f"lookup {host}: {_failure_text(outcomes)}", evidence)
 
 
 def _phase(outcome: _Outcome) -> Phase:

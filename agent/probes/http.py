@@ -12,22 +12,12 @@ read), ``dns_failure`` (run alone and the host does not resolve).
 
 from __future__ import annotations
 
-import time
-
 import httpx
 
 from agent.models import Cause, Endpoint, HttpEvidence, ProbeResult
+from agent.probes._addresses import url_for
+from agent.probes._classify import classify
 from agent.probes._context import ProbeContext
-from agent.probes._net import (
-    PhaseTrace,
-    TlsConfigError,
-    classify,
-    open_client,
-    read_capped,
-    speaks_plain_http,
-    speaks_tls,
-    url_for,
-)
 from agent.probes._parse import (
     error_codes,
     error_summary,
@@ -35,58 +25,46 @@ from agent.probes._parse import (
     select_challenge,
     status_text,
 )
-from agent.probes._prereq import target_address
-from agent.probes._result import ResultBuilder
+from agent.probes._runner import ProbeRun, run_probe
+from agent.probes._sniff import plain_http_check, tls_check
+from agent.probes._trace import send_traced
+from agent.probes._transport import open_client
 
 __all__ = ["probe_http"]
-
-_SNIFF_TIMEOUT = 3.0
 
 
 async def probe_http(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     url = url_for(endpoint, endpoint.path + "/")
-    result = ResultBuilder("http", url, ctx)
-    evidence = HttpEvidence(method="GET", url=url)
-    target = await target_address(endpoint, ctx)
-    if isinstance(target, tuple):
-        return result.fail(Cause.DNS_FAILURE, target[1], evidence)
-    address = target
-    trace = PhaseTrace()
-    started = time.monotonic()
+    return await run_probe("http", url, ctx, lambda run: _get(endpoint, ctx, url, run))
+
+
+async def _get(endpoint: Endpoint, ctx: ProbeContext, url: str, run: ProbeRun) -> ProbeResult:
+    evidence = run.evidence = HttpEvidence(method="GET", url=url)
+    address = await run.address(endpoint)
+    run.action = f"GET {url} ({address})"
     try:
         async with open_client(endpoint, ctx) as client:
-            request = client.build_request("GET", url, extensions={"trace": trace})
-            response = await client.send(request, stream=True)
-            body = await read_capped(response)
-    except TlsConfigError as exc:
-        result.phase("config", False, started, str(exc))
-        return result.fail(Cause.TLS_ERROR, f"GET {url}: {exc}", evidence)
-    except Exception as exc:  # network failures are classified; a probe never raises
+            response, body = await send_traced(client, client.build_request("GET", url), run.phases)
+    except (httpx.HTTPError, OSError) as exc:  # the network failed: say how, as containerd would
         cause, reason = classify(exc)
-        trace.close_open(reason)
-        result.phases.extend(trace.phases)
         if (
             endpoint.scheme == "http"
             and cause == Cause.UNKNOWN
-            and await _tls_check(endpoint, address, ctx, result)
+            and await tls_check(endpoint, address, run)
         ):
-            return result.fail(
+            return run.fail(
                 Cause.HTTP_HTTPS_MISMATCH,
-                f"GET {url} ({address}): the endpoint is http:// but the server speaks TLS",
-                evidence,
+                f"{run.action}: the endpoint is http:// but the server speaks TLS",
             )
         if endpoint.scheme == "https" and cause == Cause.HTTP_HTTPS_MISMATCH:
-            if await _plain_http_check(endpoint, address, ctx, result):
+            if await plain_http_check(endpoint, address, run):
                 reason = (
                     "server speaks plain HTTP (http: server gave HTTP response to HTTPS client)"
                 )
             else:
                 cause = Cause.TLS_ERROR
-        if cause == Cause.TIMEOUT:
-            reason = f"{reason} after {ctx.timeout:.3g} s"
-        return result.fail(cause, f"GET {url} ({address}): {reason}", evidence)
+        return run.fail_action(cause, reason)
 
-    result.phases.extend(trace.phases)
     _fill(evidence, response, body)
     state = ctx.state
     state.api_status = response.status_code
@@ -97,27 +75,24 @@ async def probe_http(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     line = f"GET {url} → {status_text(status)}"
     codes = error_summary(error_codes(body))
     if status in (200, 401):
-        return result.ok(evidence)
+        return run.ok()
     if status == 404 and endpoint.override_path:
         # a non-standard API root (hosts.toml override_path) need not answer the /v2/ check;
         # containerd never asks it either, so the manifest probe decides
-        return result.ok(evidence)
+        return run.ok()
     if status == 404:
-        return result.fail(Cause.UNKNOWN, f"{line}: not a registry v2 API", evidence)
+        return run.fail(Cause.UNKNOWN, f"{line}: not a registry v2 API")
     if status == 403:
-        return result.fail(Cause.FORBIDDEN, _with(line, codes), evidence)
+        return run.fail(Cause.FORBIDDEN, _with(line, codes))
     if status == 429:
-        return result.fail(Cause.RATE_LIMITED, _with(line, codes), evidence)
+        return run.fail(Cause.RATE_LIMITED, _with(line, codes))
     if status == 400 and endpoint.scheme == "http" and b"HTTPS" in body.upper():
-        return result.fail(
-            Cause.HTTP_HTTPS_MISMATCH,
-            f"{line}: the endpoint is http:// but the server expects HTTPS",
-            evidence,
-        )
+        expects = "the endpoint is http:// but the server expects HTTPS"
+        return run.fail(Cause.HTTP_HTTPS_MISMATCH, f"{line}: {expects}")
     if 300 <= status < 400:
         location = response.headers.get("location", "")
-        return result.fail(Cause.UNKNOWN, f"{line}: redirected to {location or '?'}", evidence)
-    return result.fail(Cause.UNKNOWN, _with(line, codes), evidence)
+        return run.fail(Cause.UNKNOWN, f"{line}: redirected to {location or '?'}")
+    return run.fail(Cause.UNKNOWN, _with(line, codes))
 
 
 def _fill(evidence: HttpEvidence, response: httpx.Response, body: bytes) -> None:
@@ -131,30 +106,6 @@ def _fill(evidence: HttpEvidence, response: httpx.Response, body: bytes) -> None
         evidence.realm = challenge.realm
         evidence.service = challenge.service
     evidence.error_codes = [code for code, _ in error_codes(body) if code]
-
-
-async def _tls_check(
-    endpoint: Endpoint, address: str, ctx: ProbeContext, result: ResultBuilder
-) -> bool:
-    started = time.monotonic()
-    tls = await speaks_tls(address, endpoint.port, endpoint.host, min(ctx.timeout, _SNIFF_TIMEOUT))
-    result.phase(
-        "tls check", True, started, "server speaks TLS" if tls else "server does not speak TLS"
-    )
-    return tls
-
-
-async def _plain_http_check(
-    endpoint: Endpoint, address: str, ctx: ProbeContext, result: ResultBuilder
-) -> bool:
-    started = time.monotonic()
-    plain = await speaks_plain_http(
-        address, endpoint.port, endpoint.host, min(ctx.timeout, _SNIFF_TIMEOUT)
-    )
-    result.phase(
-        "plain-http check", True, started, "server answers plain HTTP" if plain else "no answer"
-    )
-    return plain
 
 
 def _with(line: str, codes: str) -> str:

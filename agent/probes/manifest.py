@@ -25,15 +25,9 @@ from urllib.parse import urlencode
 import httpx
 
 from agent.models import Cause, Endpoint, ManifestEvidence, ProbeResult
+from agent.probes._addresses import url_for
+from agent.probes._classify import classify
 from agent.probes._context import ProbeContext
-from agent.probes._net import (
-    PhaseTrace,
-    TlsConfigError,
-    classify,
-    open_client,
-    read_capped,
-    url_for,
-)
 from agent.probes._parse import (
     error_codes,
     error_summary,
@@ -41,8 +35,9 @@ from agent.probes._parse import (
     select_challenge,
     status_text,
 )
-from agent.probes._prereq import target_address
-from agent.probes._result import ResultBuilder
+from agent.probes._runner import ProbeRun, run_probe
+from agent.probes._trace import send_traced
+from agent.probes._transport import open_client
 from agent.probes.token import basic_authorization, credential_label, obtain_token, pull_scope
 
 __all__ = ["MANIFEST_ACCEPT", "manifest_url", "probe_manifest"]
@@ -70,28 +65,30 @@ class _Reply:
 async def probe_manifest(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     repository, obj = ctx.repository, ctx.tag_or_digest
     if not repository or not obj:
-        result = ResultBuilder("manifest", endpoint.url, ctx)
-        result.phase("skip", True, time.monotonic(), "no repository/tag to check")
-        return result.ok()
-    query = _namespace_query(endpoint)
+        return await run_probe("manifest", endpoint.url, ctx, _skip)
     url = manifest_url(endpoint, repository, obj)
-    result = ResultBuilder("manifest", url, ctx)
-    evidence = ManifestEvidence(url=url)
-    target = await target_address(endpoint, ctx)
-    if isinstance(target, tuple):
-        return result.fail(Cause.DNS_FAILURE, target[1], evidence)
-    try:
-        async with open_client(endpoint, ctx) as client:
-            return await _probe(
-                client, endpoint, ctx, repository, obj, url, query, result, evidence
-            )
-    except TlsConfigError as exc:
-        return result.fail(Cause.TLS_ERROR, f"HEAD {url}: {exc}", evidence)
-    except Exception as exc:  # network failures are classified; a probe never raises
-        cause, reason = classify(exc)
-        if cause == Cause.TIMEOUT:
-            reason = f"{reason} after {ctx.timeout:.3g} s"
-        return result.fail(cause, f"{evidence.method} {url} ({target}): {reason}", evidence)
+    return await run_probe(
+        "manifest", url, ctx, lambda run: _resolve(endpoint, ctx, repository, obj, run)
+    )
+
+
+async def _skip(run: ProbeRun) -> ProbeResult:
+    run.phase("skip", True, run.started, "no repository/tag to check")
+    return run.ok()
+
+
+async def _resolve(
+    endpoint: Endpoint, ctx: ProbeContext, repository: str, obj: str, run: ProbeRun
+) -> ProbeResult:
+    """The manifest HEAD on the chain's client; a network failure is the runner's to word."""
+    url = run.target
+    evidence = run.evidence = ManifestEvidence(url=url)
+    address = await run.address(endpoint)
+    run.action = f"HEAD {url} ({address})"
+    async with open_client(endpoint, ctx) as client:
+        return await _probe(
+            client, endpoint, ctx, repository, obj, url, _namespace_query(endpoint), run, evidence
+        )
 
 
 def manifest_url(endpoint: Endpoint, repository: str, reference: str) -> str:
@@ -113,22 +110,23 @@ async def _probe(
     obj: str,
     url: str,
     query: str,
-    result: ResultBuilder,
+    run: ProbeRun,
     evidence: ManifestEvidence,
 ) -> ProbeResult:
-    reply = await _authorized(client, endpoint, ctx, "HEAD", url, result)
+    reply = await _authorized(client, endpoint, ctx, "HEAD", url, run)
     if reply.status == 405:
         # registries without HEAD support: containerd retries the resolve as GET
         evidence.method = "GET"
-        reply = await _authorized(client, endpoint, ctx, "GET", url, result)
+        run.action = "GET" + run.action.removeprefix("HEAD")
+        reply = await _authorized(client, endpoint, ctx, "GET", url, run)
     _fill(evidence, reply)
     status = reply.status
     line = f"{reply.method} {url} → {status_text(status)}"
 
     if status == 200:
         if ctx.measure_size_for:
-            await _measure_size(client, endpoint, ctx, repository, query, result, evidence)
-        return result.ok(evidence)
+            await _measure_size(client, endpoint, ctx, repository, query, run, evidence)
+        return run.ok(evidence)
     if status == 401:
         challenge = select_challenge(
             parse_www_authenticate(reply.headers.get_list("www-authenticate"))
@@ -140,11 +138,9 @@ async def _probe(
             note = "no basic auth credentials" if basic else "no credentials sent"
         else:
             note = f"{len(ctx.credentials)} credential(s) refused"
-        return result.fail(Cause.UNAUTHORIZED, f"{line} ({note})", evidence)
+        return run.fail(Cause.UNAUTHORIZED, f"{line} ({note})", evidence)
     if status == 404:
-        return await _not_found(
-            client, endpoint, ctx, repository, obj, query, line, result, evidence
-        )
+        return await _not_found(client, endpoint, ctx, repository, obj, query, line, run, evidence)
     if status == 429:
         limits = (
             [f"ratelimit-remaining {evidence.ratelimit_remaining}"]
@@ -157,19 +153,19 @@ async def _probe(
         text = (
             line + (f" ({'; '.join(limits)})" if limits else "") + (f": {codes}" if codes else "")
         )
-        return result.fail(Cause.RATE_LIMITED, text, evidence)
+        return run.fail(Cause.RATE_LIMITED, text, evidence)
 
     if reply.method == "HEAD" and (status == 403 or status >= 500):
         # HEAD has no body: fetch the registry's error codes with a GET (newest containerd does)
-        detail = await _authorized(client, endpoint, ctx, "GET", url, result)
+        detail = await _authorized(client, endpoint, ctx, "GET", url, run)
         if detail.status == status:
             evidence.error_codes = [c for c, _ in error_codes(detail.body) if c]
             reply = detail
     codes = error_summary(error_codes(reply.body))
     text = f"{line}: {codes}" if codes else line
     if status == 403:
-        return result.fail(Cause.FORBIDDEN, text, evidence)
-    return result.fail(Cause.UNKNOWN, text, evidence)
+        return run.fail(Cause.FORBIDDEN, text, evidence)
+    return run.fail(Cause.UNKNOWN, text, evidence)
 
 
 async def _authorized(
@@ -178,18 +174,18 @@ async def _authorized(
     ctx: ProbeContext,
     method: str,
     url: str,
-    result: ResultBuilder,
+    run: ProbeRun,
 ) -> _Reply:
     """Send with the chain's authorization; handle a Basic or a new Bearer challenge like
     containerd (credentials in order, at most one token fetch)."""
     state = ctx.state
     challenge = state.challenge
     if state.authorization:
-        reply = await _send(client, method, url, state.authorization, result, "")
+        reply = await _send(client, method, url, state.authorization, run, "")
     elif challenge is not None and challenge.is_basic and ctx.credentials:
-        reply = await _basic(client, ctx, method, url, result)
+        reply = await _basic(client, ctx, method, url, run)
     else:
-        reply = await _send(client, method, url, None, result, "")
+        reply = await _send(client, method, url, None, run, "")
     if reply.status != 401:
         return reply
     fresh = select_challenge(parse_www_authenticate(reply.headers.get_list("www-authenticate")))
@@ -197,23 +193,23 @@ async def _authorized(
         return reply
     if fresh.is_basic and ctx.credentials and not (challenge is not None and challenge.is_basic):
         state.challenge = fresh
-        return await _basic(client, ctx, method, url, result)
+        return await _basic(client, ctx, method, url, run)
     scope = pull_scope(ctx.repository, fresh)
     if fresh.is_bearer and fresh.realm and scope != state.token_scope:
-        outcome = await obtain_token(endpoint, fresh, scope, ctx, result)
-        ctx.state.sub_results.extend(outcome.sub_results)
+        outcome = await obtain_token(endpoint, fresh, scope, ctx, run)
+        run.preceding.extend(outcome.realm_results)
         if outcome.cause is None and state.authorization:
-            return await _send(client, method, url, state.authorization, result, "")
+            return await _send(client, method, url, state.authorization, run, "")
     return reply
 
 
 async def _basic(
-    client: httpx.AsyncClient, ctx: ProbeContext, method: str, url: str, result: ResultBuilder
+    client: httpx.AsyncClient, ctx: ProbeContext, method: str, url: str, run: ProbeRun
 ) -> _Reply:
     reply: _Reply | None = None
     for index, cred in enumerate(ctx.credentials):
         label = credential_label(index, cred)
-        reply = await _send(client, method, url, basic_authorization(cred), result, label)
+        reply = await _send(client, method, url, basic_authorization(cred), run, label)
         if reply.status != 401:
             ctx.state.credential_index = index
             ctx.state.authorization = basic_authorization(cred)
@@ -227,27 +223,17 @@ async def _send(
     method: str,
     url: str,
     authorization: str | None,
-    result: ResultBuilder,
+    run: ProbeRun,
     label: str,
 ) -> _Reply:
     headers = {"Accept": MANIFEST_ACCEPT}
     if authorization:
         headers["Authorization"] = authorization
     name = f"{method} {label}".strip()
-    trace = PhaseTrace(name)
     started = time.monotonic()
-    try:
-        response = await client.send(
-            client.build_request(method, url, headers=headers, extensions={"trace": trace}),
-            stream=True,
-        )
-        body = await read_capped(response)
-    except Exception as exc:
-        trace.close_open(classify(exc)[1])
-        result.phases.extend(trace.phases)
-        raise
-    result.phases.extend(trace.phases)
-    result.phase(name, response.status_code < 400, started, status_text(response.status_code))
+    request = client.build_request(method, url, headers=headers)
+    response, body = await send_traced(client, request, run.phases, name)
+    run.phase(name, response.status_code < 400, started, status_text(response.status_code))
     return _Reply(method, response.status_code, response.headers, body)
 
 
@@ -259,16 +245,16 @@ async def _not_found(
     obj: str,
     query: str,
     line: str,
-    result: ResultBuilder,
+    run: ProbeRun,
     evidence: ManifestEvidence,
 ) -> ProbeResult:
     """404: does the repository exist? (``GET …/tags/list``: 404 → no, 200 → yes)."""
     tags_url = url_for(endpoint, f"{endpoint.path}/{repository}/tags/list", query)
     authorization = ctx.state.authorization
     try:
-        reply = await _send(client, "GET", tags_url, authorization, result, "tags/list")
-    except Exception as exc:
-        return result.fail(
+        reply = await _send(client, "GET", tags_url, authorization, run, "tags/list")
+    except (httpx.HTTPError, OSError) as exc:  # the 404 stands; only its detail is missing
+        return run.fail(
             Cause.MANIFEST_NOT_FOUND,
             f"{line}: {obj} not found (tags/list failed: {classify(exc)[1]})",
             evidence,
@@ -277,19 +263,19 @@ async def _not_found(
     evidence.error_codes = list(dict.fromkeys(evidence.error_codes + codes))
     if reply.status == 404 or "NAME_UNKNOWN" in codes:
         evidence.repository_exists = False
-        return result.fail(
+        return run.fail(
             Cause.REPOSITORY_NOT_FOUND,
             f"{line}: repository {repository} not found (tags/list → 404)",
             evidence,
         )
     if reply.status == 200:
         evidence.repository_exists = True
-        return result.fail(
+        return run.fail(
             Cause.MANIFEST_NOT_FOUND,
             f"{line}: {obj} not found in repository {repository}",
             evidence,
         )
-    return result.fail(
+    return run.fail(
         Cause.MANIFEST_NOT_FOUND,
         f"{line}: {obj} not found (tags/list → {status_text(reply.status)})",
         evidence,
@@ -310,14 +296,14 @@ async def _measure_size(
     ctx: ProbeContext,
     repository: str,
     query: str,
-    result: ResultBuilder,
+    run: ProbeRun,
     evidence: ManifestEvidence,
 ) -> None:
     """Add up config + layer sizes of the node platform's manifest (for the size guard)."""
     platform = ctx.measure_size_for or ""
     evidence.platform = platform
     ref = evidence.digest or (ctx.tag_or_digest or "")
-    document = await _get_json(client, endpoint, ctx, repository, ref, result)
+    document = await _get_json(client, endpoint, ctx, repository, ref, run)
     if document is not None and document.get("mediaType", evidence.media_type) in _INDEX_TYPES:
         os_name, _, arch = platform.partition("/")
         chosen = next(
@@ -332,7 +318,7 @@ async def _measure_size(
         )
         document = None
         if chosen is not None and isinstance(chosen.get("digest"), str):
-            document = await _get_json(client, endpoint, ctx, repository, chosen["digest"], result)
+            document = await _get_json(client, endpoint, ctx, repository, chosen["digest"], run)
     if document is None:
         return
     parts = [document.get("config", {}), *document.get("layers", [])]
@@ -351,10 +337,10 @@ async def _get_json(
     ctx: ProbeContext,
     repository: str,
     ref: str,
-    result: ResultBuilder,
+    run: ProbeRun,
 ) -> dict[str, Any] | None:
     url = manifest_url(endpoint, repository, ref)
-    reply = await _authorized(client, endpoint, ctx, "GET", url, result)
+    reply = await _authorized(client, endpoint, ctx, "GET", url, run)
     if reply.status != 200:
         return None
     try:

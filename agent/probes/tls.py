@@ -15,7 +15,6 @@ Causes: ``tls_error`` (x509 failures, handshake alerts, unreadable CA/client fil
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import ipaddress
 import ssl
@@ -23,25 +22,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent import hostport
 from agent.models import Cause, Endpoint, ProbeResult, TlsEvidence
+from agent.probes._classify import classify
 from agent.probes._context import ProbeContext
-from agent.probes._net import (
-    TlsConfigError,
-    build_ssl_context,
-    classify,
-    format_host_port,
-    speaks_plain_http,
-    x509_text,
-)
-from agent.probes._prereq import target_address
-from agent.probes._result import ResultBuilder
+from agent.probes._runner import ProbeRun, run_probe
+from agent.probes._sniff import plain_http_check
+from agent.probes._streams import close_stream
+from agent.probes._tls_context import TlsConfigError, build_ssl_context, x509_text
 
 __all__ = ["probe_tls"]
 
 _MISMATCH_NOTE = "containerd: http: server gave HTTP response to HTTPS client"
-# seconds, upper bounds for the plain-HTTP check after a failed handshake: a plain-HTTP server
-# answers a valid request at once, so after a handshake timeout (likely a silent peer) wait less
-_SNIFF_TIMEOUT = 3.0
+# seconds the plain-HTTP check waits after a handshake timeout (likely a silent peer): less than
+# after other failures (_sniff.SNIFF_TIMEOUT), as a plain-HTTP server answers at once
 _SNIFF_AFTER_TIMEOUT = 1.0
 
 
@@ -56,89 +50,63 @@ class _Handshake:
 
 
 async def probe_tls(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
-    where = format_host_port(endpoint.host, endpoint.port)
-    result = ResultBuilder("tls", where, ctx)
-    started = time.monotonic()
+    where = hostport.join(endpoint.host, endpoint.port)
+    result = await run_probe("tls", where, ctx, lambda run: _probe(endpoint, ctx, run))
+    if endpoint.scheme == "https":
+        ctx.state.tls_ok = result.success
+    return result
+
+
+async def _probe(endpoint: Endpoint, ctx: ProbeContext, run: ProbeRun) -> ProbeResult:
+    where, started = run.target, time.monotonic()
     if endpoint.scheme != "https":
-        result.phase("skip", True, started, "plain-HTTP endpoint: no TLS")
-        return result.ok()
-    target = await target_address(endpoint, ctx)
-    if isinstance(target, tuple):
-        return result.fail(Cause.DNS_FAILURE, target[1])
-    address = target
-    evidence = TlsEvidence(
+        run.phase("skip", True, started, "plain-HTTP endpoint: no TLS")
+        return run.ok()
+    address = await run.address(endpoint)
+    prefix = run.action = f"TLS handshake with {where} ({address})"
+    evidence = run.evidence = TlsEvidence(
         address=address,
         port=endpoint.port,
         server_name=endpoint.host,
         skip_verify=endpoint.skip_verify,
         ca_files=([ctx.cafile] if ctx.cafile else []) + list(endpoint.ca_files),
     )
-    try:
-        probe_result = await _probe(endpoint, ctx, address, where, result, evidence)
-    except Exception as exc:  # a probe reports, it never raises
-        cause, reason = classify(exc)
-        probe_result = result.fail(
-            cause, f"TLS handshake with {where} ({address}) failed: {reason}", evidence
-        )
-    ctx.state.tls_ok = probe_result.success
-    return probe_result
-
-
-async def _probe(
-    endpoint: Endpoint,
-    ctx: ProbeContext,
-    address: str,
-    where: str,
-    result: ResultBuilder,
-    evidence: TlsEvidence,
-) -> ProbeResult:
-    started = time.monotonic()
-    try:
-        context = build_ssl_context(endpoint, ctx)
-    except TlsConfigError as exc:
-        result.phase("config", False, started, str(exc))
-        return result.fail(Cause.TLS_ERROR, f"TLS config for {where}: {exc}", evidence)
-
-    prefix = f"TLS handshake with {where} ({address})"
+    context = build_ssl_context(endpoint, ctx)  # a bad CA or client file: the runner says so
     started = time.monotonic()
     try:
         handshake = await _handshake(address, endpoint.port, endpoint.host, context, ctx.timeout)
     except ssl.SSLCertVerificationError as exc:
         reason = x509_text(exc)
-        result.phase("handshake", False, started, reason)
+        run.phase("handshake", False, started, reason)
         evidence.verify_error = reason
-        await _capture_unverified(endpoint, ctx, address, result, evidence)
+        await _capture_unverified(endpoint, ctx, address, run, evidence)
         reason = _better_x509_text(exc, evidence, endpoint.host) or reason
         evidence.verify_error = reason
-        return result.fail(Cause.TLS_ERROR, f"{prefix} failed: {reason}", evidence)
+        return run.fail(Cause.TLS_ERROR, f"{prefix} failed: {reason}")
     except TimeoutError:
-        result.phase("handshake", False, started, f"no handshake within {ctx.timeout:.3g} s")
-        if await _plain_http(endpoint, address, ctx, result, _SNIFF_AFTER_TIMEOUT):
-            return result.fail(
-                Cause.HTTP_HTTPS_MISMATCH,
-                f"{prefix}: server speaks plain HTTP ({_MISMATCH_NOTE})",
-                evidence,
+        run.phase("handshake", False, started, f"no handshake within {ctx.timeout:.3g} s")
+        if await plain_http_check(endpoint, address, run, _SNIFF_AFTER_TIMEOUT):
+            return run.fail(
+                Cause.HTTP_HTTPS_MISMATCH, f"{prefix}: server speaks plain HTTP ({_MISMATCH_NOTE})"
             )
-        return result.fail(Cause.TIMEOUT, f"{prefix} timed out after {ctx.timeout:.3g} s", evidence)
+        return run.fail(Cause.TIMEOUT, f"{prefix} timed out after {ctx.timeout:.3g} s")
     except (ssl.SSLError, OSError, EOFError) as exc:
         cause, reason = classify(exc)
-        result.phase("handshake", False, started, reason)
-        if cause not in (Cause.CONNECTION_REFUSED, Cause.TIMEOUT) and await _plain_http(
-            endpoint, address, ctx, result, _SNIFF_TIMEOUT
+        run.phase("handshake", False, started, reason)
+        if cause not in (Cause.CONNECTION_REFUSED, Cause.TIMEOUT) and await plain_http_check(
+            endpoint, address, run
         ):
-            return result.fail(
-                Cause.HTTP_HTTPS_MISMATCH,
-                f"{prefix}: server speaks plain HTTP ({_MISMATCH_NOTE})",
-                evidence,
+            return run.fail(
+                Cause.HTTP_HTTPS_MISMATCH, f"{prefix}: server speaks plain HTTP ({_MISMATCH_NOTE})"
             )
         if cause == Cause.HTTP_HTTPS_MISMATCH:
             cause = Cause.TLS_ERROR  # looked like plain HTTP but the server does not answer HTTP
-        return result.fail(cause, f"{prefix} failed: {reason}", evidence)
+        return run.fail(cause, f"{prefix} failed: {reason}")
 
     _fill(evidence, handshake)
     evidence.verified = not endpoint.skip_verify
-    result.phase("handshake", True, started, f"{handshake.version} {handshake.cipher}")
-    return result.ok(evidence)
+    run.phase("handshake", True, started, f"{handshake.version} {handshake.cipher}")
+    return run.ok()
 
 
 async def _handshake(
@@ -163,47 +131,31 @@ async def _handshake(
             info=dict(ssl_object.getpeercert() or {}) if ssl_object is not None else {},
         )
     finally:
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+        await close_stream(writer)
 
 
 async def _capture_unverified(
     endpoint: Endpoint,
     ctx: ProbeContext,
     address: str,
-    result: ResultBuilder,
+    run: ProbeRun,
     evidence: TlsEvidence,
 ) -> None:
     started = time.monotonic()
     try:
         context = build_ssl_context(endpoint, ctx, verify=False)
         handshake = await _handshake(address, endpoint.port, endpoint.host, context, ctx.timeout)
-    except Exception as exc:  # best effort: the verification failure is what matters
-        result.phase("handshake (no verification)", False, started, classify(exc)[1])
+    except (ssl.SSLError, OSError, EOFError, TlsConfigError) as exc:
+        # best effort: the verification failure is what matters
+        run.phase("handshake (no verification)", False, started, classify(exc)[1])
         return
     _fill(evidence, handshake)
-    result.phase(
+    run.phase(
         "handshake (no verification)",
         True,
         started,
         f"{handshake.version} {handshake.cipher}; certificate captured",
     )
-
-
-async def _plain_http(
-    endpoint: Endpoint, address: str, ctx: ProbeContext, result: ResultBuilder, limit: float
-) -> bool:
-    started = time.monotonic()
-    plain = await speaks_plain_http(address, endpoint.port, endpoint.host, min(ctx.timeout, limit))
-    result.phase(
-        "plain-http check",
-        True,
-        started,
-        "server answers plain HTTP" if plain else "no plain-HTTP answer",
-    )
-    return plain
 
 
 _RDN_NAMES = {

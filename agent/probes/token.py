@@ -2,12 +2,12 @@
 
 Only runs when ``GET /v2/`` was challenged with ``Bearer`` (success without evidence otherwise;
 Basic challenges need no token — the manifest probe sends Basic credentials). The realm is usually
-another host, so it is first probed like an endpoint (dns → tcp → tls; those results are put in
-``ctx.state.sub_results`` so the chain shows them), then ``GET <realm>?service=…&scope=
-repository:<repo>:pull`` is sent anonymously (no credentials given) or with each credential in
-order until one gets a token: username/password as HTTP Basic on a GET, an identity token as the
-OAuth2 refresh-token POST containerd uses. The token itself is kept only in ``ctx.state`` for the
-manifest probe; it never enters a result.
+another host, so it is first probed like an endpoint (dns → tcp → tls; those results come back
+as the token result's :attr:`~agent.models.ProbeResult.preceding`, so the chain shows them), then
+``GET <realm>?service=…&scope=repository:<repo>:pull`` is sent anonymously (no credentials
+given) or with each credential in order until one gets a token: username/password as HTTP Basic
+on a GET, an identity token as the OAuth2 refresh-token POST containerd uses. The token itself
+is kept only in ``ctx.state`` for the manifest probe; it never enters a result.
 
 Causes: ``unauthorized`` (401/403 from the token endpoint), ``unknown`` (other statuses, no token
 in the answer, invalid realm), plus the realm host's ``dns_failure``, ``connection_refused``,
@@ -26,11 +26,14 @@ import httpx
 
 from agent.credentials import Credential
 from agent.models import Cause, Endpoint, ProbeResult, TokenEvidence
+from agent.probes._addresses import host_key
+from agent.probes._classify import classify
 from agent.probes._context import Challenge, EndpointState, ProbeContext
-from agent.probes._net import PhaseTrace, TlsConfigError, classify, open_client, read_capped
 from agent.probes._parse import error_codes, error_summary, status_text
-from agent.probes._prereq import host_key
-from agent.probes._result import ResultBuilder
+from agent.probes._runner import ProbeRun, run_probe
+from agent.probes._tls_context import TlsConfigError
+from agent.probes._trace import send_traced
+from agent.probes._transport import open_client
 from agent.probes.dns import probe_dns
 from agent.probes.tcp import probe_tcp
 from agent.probes.tls import probe_tls
@@ -67,32 +70,38 @@ class TokenOutcome:
     cause: Cause | None = None
     error: str = ""
     evidence: TokenEvidence | None = None
-    sub_results: list[ProbeResult] = field(default_factory=list)
+    realm_results: list[ProbeResult] = field(default_factory=list)  # its dns → tcp → tls
 
 
 async def probe_token(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
     challenge = ctx.state.challenge
-    started = time.monotonic()
-    if challenge is None or not challenge.is_bearer:
-        result = ResultBuilder("token", endpoint.host, ctx)
-        scheme = challenge.scheme if challenge is not None else "none"
-        result.phase("skip", True, started, f"no Bearer challenge (auth scheme: {scheme})")
-        return result.ok()
-    result = ResultBuilder("token", challenge.realm or endpoint.host, ctx)
-    outcome = await obtain_token(
-        endpoint, challenge, pull_scope(ctx.repository, challenge), ctx, result
+    realm = challenge.realm if challenge is not None and challenge.is_bearer else ""
+    return await run_probe(
+        "token", realm or endpoint.host, ctx, lambda run: _token(endpoint, ctx, run)
     )
-    ctx.state.sub_results.extend(outcome.sub_results)
+
+
+async def _token(endpoint: Endpoint, ctx: ProbeContext, run: ProbeRun) -> ProbeResult:
+    challenge = ctx.state.challenge
+    if challenge is None or not challenge.is_bearer:
+        scheme = challenge.scheme if challenge is not None else "none"
+        run.phase("skip", True, run.started, f"no Bearer challenge (auth scheme: {scheme})")
+        return run.ok()
+    outcome = await obtain_token(
+        endpoint, challenge, pull_scope(ctx.repository, challenge), ctx, run
+    )
+    run.preceding.extend(outcome.realm_results)
     if outcome.cause is None:
-        return result.ok(outcome.evidence)
-    return result.fail(outcome.cause, outcome.error, outcome.evidence)
+        return run.ok(outcome.evidence)
+    return run.fail(outcome.cause, outcome.error, outcome.evidence)
 
 
 async def obtain_token(
-    endpoint: Endpoint, challenge: Challenge, scope: str, ctx: ProbeContext, result: ResultBuilder
+    endpoint: Endpoint, challenge: Challenge, scope: str, ctx: ProbeContext, run: ProbeRun
 ) -> TokenOutcome:
-    """Probe the realm host if needed, then fetch a token; phases go to ``result``. On success
-    ``ctx.state.authorization`` holds ``Bearer <token>``."""
+    """Probe the realm host if needed, then fetch a token; phases go to ``run``, the realm
+    host's probe results to the outcome. On success ``ctx.state.authorization`` holds
+    ``Bearer <token>``."""
     evidence = TokenEvidence(realm=challenge.realm, service=challenge.service, scope=scope)
     try:
         realm = _realm_endpoint(endpoint, challenge.realm)
@@ -103,7 +112,8 @@ async def obtain_token(
 
     outcome = TokenOutcome(evidence=evidence)
     if host_key(realm.host) not in ctx.state.host_addresses:
-        failed = await _probe_realm_host(realm, ctx, outcome)
+        outcome.realm_results = await _probe_realm_host(realm, ctx)
+        failed = next((r for r in outcome.realm_results if not r.success), None)
         if failed is not None:
             outcome.cause = failed.cause or Cause.UNKNOWN
             outcome.error = f"token realm {challenge.realm}: {failed.error}"
@@ -120,7 +130,7 @@ async def obtain_token(
             for index, cred in attempts:
                 label = credential_label(index, cred)
                 status, token, expires_in, body = await _request(
-                    client, challenge, scope, url, cred, label, result
+                    client, challenge, scope, url, cred, label, run
                 )
                 evidence.status = status
                 evidence.authenticated = cred is not None
@@ -153,7 +163,7 @@ async def obtain_token(
     except TlsConfigError as exc:
         outcome.cause, outcome.error = Cause.TLS_ERROR, f"token realm {challenge.realm}: {exc}"
         return outcome
-    except Exception as exc:  # network failures are classified
+    except (httpx.HTTPError, OSError) as exc:  # the token endpoint's network failed
         cause, reason = classify(exc)
         outcome.cause, outcome.error = cause, f"GET {url}: {reason}"
         return outcome
@@ -171,9 +181,8 @@ async def _request(
     url: str,
     cred: Credential | None,
     label: str,
-    result: ResultBuilder,
+    run: ProbeRun,
 ) -> tuple[int, str, int | None, bytes]:
-    trace = PhaseTrace(f"token {label}")
     started = time.monotonic()
     if cred is not None and not cred.username and cred.identity_token:
         form = {
@@ -183,22 +192,13 @@ async def _request(
             "scope": scope,
             "client_id": _CLIENT_ID,
         }
-        request = client.build_request(
-            "POST", challenge.realm, data=form, extensions={"trace": trace}
-        )
+        request = client.build_request("POST", challenge.realm, data=form)
     else:
         headers = {"Authorization": basic_authorization(cred)} if cred is not None else {}
-        request = client.build_request("GET", url, headers=headers, extensions={"trace": trace})
-    try:
-        response = await client.send(request, stream=True)
-        body = await read_capped(response)
-    except Exception as exc:
-        trace.close_open(classify(exc)[1])
-        result.phases.extend(trace.phases)
-        raise
-    result.phases.extend(trace.phases)
+        request = client.build_request("GET", url, headers=headers)
+    response, body = await send_traced(client, request, run.phases, f"token {label}")
     token, expires_in = _parse_token(body) if response.status_code == 200 else ("", None)
-    result.phase(
+    run.phase(
         f"token {label}",
         response.status_code == 200 and bool(token),
         started,
@@ -242,16 +242,15 @@ def _realm_endpoint(endpoint: Endpoint, realm: str) -> Endpoint:
     )
 
 
-async def _probe_realm_host(
-    realm: Endpoint, ctx: ProbeContext, outcome: TokenOutcome
-) -> ProbeResult | None:
-    """dns → tcp → tls for the realm host; returns the failed result, None when all passed."""
+async def _probe_realm_host(realm: Endpoint, ctx: ProbeContext) -> list[ProbeResult]:
+    """dns → tcp → tls for the realm host, up to the first failure: the results, in order. The
+    addresses found go into the chain's map, for the token request."""
     sub_ctx = ctx.for_endpoint()
     sub_ctx.state = EndpointState(host_addresses=ctx.state.host_addresses)
     steps = [probe_dns, probe_tcp] + ([probe_tls] if realm.scheme == "https" else [])
+    results: list[ProbeResult] = []
     for step in steps:
-        sub = await step(realm, sub_ctx)
-        outcome.sub_results.append(sub)
-        if not sub.success:
-            return sub
-    return None
+        results.append(await step(realm, sub_ctx))
+        if not results[-1].success:
+            break
+    return results

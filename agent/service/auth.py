@@ -1,8 +1,8 @@
-"""Bearer-token authentication for every endpoint except health.
+"""The bearer token of both HTTP APIs: read from a file, compared in constant time.
 
 The token is read from a mounted file (a Kubernetes Secret) and re-read when the file changes, so a
-rotated Secret needs no restart. Comparison is constant-time. The aggregator presents the same
-token to the agents.
+rotated Secret needs no restart. The aggregator presents the same token to the agents. Which routes
+need it, and the 401, are :func:`agent.service.dependencies.require_token`'s.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import hmac
 from pathlib import Path
 from typing import Final
 
-__all__ = ["CHALLENGE", "PUBLIC_PATHS", "TokenAuth", "TokenFileError"]
+from agent.errors import InvalidInput
 
-#: the paths anyone may ask (liveness and readiness probes carry no token)
-PUBLIC_PATHS: Final = frozenset({"/healthz", "/readyz"})
+__all__ = ["CHALLENGE", "TokenAuth", "TokenFileError"]
+
 #: the ``WWW-Authenticate`` value of a 401
 CHALLENGE: Final = 'Bearer realm="pullcheck"'
 
 
-class TokenFileError(RuntimeError):
+class TokenFileError(InvalidInput, RuntimeError):
     """The token file is missing, unreadable or empty (the message never holds the token)."""
 
 
@@ -50,12 +50,12 @@ class TokenAuth:
         self._load()
         return self._token.decode()
 
-    def check(self, authorization: str | None) -> bool:
-        """Whether an ``Authorization`` header carries the token (always true when disabled)."""
+    def accepts(self, presented: str | None) -> bool:
+        """Whether ``presented`` (a bearer token, None when there is none) is the token (always
+        true when authentication is disabled)."""
         if not self.enabled:
             return True
-        scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not presented:
+        if not presented:
             return False
         try:
             self._load()

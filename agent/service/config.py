@@ -1,33 +1,53 @@
 """Configuration of the agent and the aggregator: one YAML file plus environment overrides.
 
-The file (``--config``, default ``/etc/pullcheck/config.yaml``; absent → defaults) is validated
-strictly: an unknown key or a bad value is an error naming the key. Environment variables
-override it, nested keys joined by ``__``: ``PULLCHECK_AGENT__LISTEN=127.0.0.1:9000``,
-``PULLCHECK_READ_ONLY=true``, ``PULLCHECK_ALLOW='["docker.io/*"]'`` (lists as JSON).
+The file (``--config``, default :data:`agent.defaults.CONFIG_FILE`; absent there → defaults) is
+read by pydantic-settings' YAML source and validated strictly: an unknown key or a bad value is
+an error naming the key (:func:`agent.validation.describe_errors`), invalid YAML names the line.
+Environment variables override it, nested keys joined by ``__``:
+``PULLCHECK_AGENT__LISTEN=127.0.0.1:9000``, ``PULLCHECK_READ_ONLY=true``,
+``PULLCHECK_ALLOW='["docker.io/*"]'`` (lists as JSON).
+
+Sizes are pydantic's :class:`~pydantic.ByteSize` (``500MB``, ``2GiB``, ``1073741824``) plus
+Kubernetes' quantity suffixes (``2Gi``), at most :data:`MAX_SIZE` bytes.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from contextvars import ContextVar
 from fnmatch import fnmatchcase
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    YamlConfigSettingsSource,
+)
+
+from agent import defaults
+from agent.errors import InvalidInput
+from agent.validation import describe_errors, describe_yaml_error, join_problems
 
 __all__ = [
-    "DEFAULT_CONFIG_FILE",
     "LEASE_JITTER_FACTOR",
+    "MAX_FILE_BYTES",
+    "MAX_SIZE",
     "AgentSection",
     "AggregatorSection",
     "ConfigError",
@@ -36,46 +56,47 @@ __all__ = [
     "Limits",
     "PrepullSection",
     "Settings",
+    "Size",
     "load_settings",
-    "parse_size",
 ]
 
-DEFAULT_CONFIG_FILE = Path("/etc/pullcheck/config.yaml")
+#: the largest size a key takes: the CRI reports sizes as 64-bit integers
+MAX_SIZE: Final = 2**63 - 1
+#: the largest configuration file read (a ConfigMap holds at most 1 MiB)
+MAX_FILE_BYTES: Final = 1024 * 1024
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1000,
-    "m": 1000**2,
-    "g": 1000**3,
-    "t": 1000**4,
-    "ki": 1024,
-    "mi": 1024**2,
-    "gi": 1024**3,
-    "ti": 1024**4,
-}
+# a number (at most 30 digits on either side of the point: MAX_SIZE has 19) and a unit
+_SIZE_TEXT: Final = re.compile(r"\s*(\d{1,30}(?:\.\d{1,30})?)\s*([A-Za-z]{0,8})\s*")
+
+# the file load_settings() is reading, for Settings.settings_customise_sources
+_reading: ContextVar[Path | None] = ContextVar("pullcheck_config_file", default=None)
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput, ValueError):
     """The configuration is invalid; the message names the file, key and reason."""
 
 
-def parse_size(value: int | float | str) -> int:
-    """Bytes from ``1073741824``, ``"1GiB"``, ``"500MB"``, ``"2Gi"``."""
-    if isinstance(value, int | float):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError("must be a finite, non-negative number of bytes")
-        return int(value)
-    match = _SIZE.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not a size like 500MiB, 2GB or 1073741824")
-    number, unit = match.groups()
-    key = (unit or "").lower().removesuffix("b")
-    size = float(number) * _UNITS[key]
-    if not math.isfinite(size):
-        raise ValueError(f"{value[:40]!r} is too large a size")
-    return int(size)
+def _size_input(value: Any) -> Any:
+    """What :class:`~pydantic.ByteSize` lacks: the whole text must be a size (ByteSize ignores
+    trailing text), ``Ki``/``Mi``/``Gi``/``Ti`` mean ``KiB``…, and nan, inf and negative
+    numbers are refused with their own message."""
+    if isinstance(value, str):
+        match = _SIZE_TEXT.fullmatch(value)
+        if match is None:
+            raise ValueError(f"{value[:40]!r} is not a size like 500MiB, 2GB, 2Gi or 1073741824")
+        number, unit = match.groups()
+        return f"{number}{unit}B" if unit[-1:] in ("i", "I") else f"{number}{unit}"
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and not (math.isfinite(value) and value >= 0)
+    ):
+        raise ValueError("must be a finite, non-negative number of bytes")
+    return value
+
+
+#: a number of bytes: ``1073741824``, ``"1GiB"``, ``"500MB"``, ``"2Gi"``
+Size = Annotated[ByteSize, BeforeValidator(_size_input), Field(le=MAX_SIZE)]
 
 
 class _Section(BaseModel):
@@ -85,44 +106,42 @@ class _Section(BaseModel):
 class Limits(_Section):
     """Guards that keep a node and its registries safe from the API's callers."""
 
-    max_image_size: int = Field(default=0, description="bytes; 0 = no limit (sizes: 2GiB, 500MB)")
-    min_free_space: int = Field(default=0, description="bytes free on the image fs; 0 = no check")
+    max_image_size: Size = Field(
+        default=ByteSize(0), description="bytes; 0 = no limit (sizes: 2GiB, 500MB)"
+    )
+    min_free_space: Size = Field(
+        default=ByteSize(0), description="bytes free on the image fs; 0 = no check"
+    )
     pull_concurrency: int = Field(default=2, ge=1, le=64)
     pull_queue: int = Field(default=8, ge=0, le=10_000)
     result_ttl: float = Field(default=30.0, ge=0, description="seconds a result is reused")
-    default_timeout: float = Field(default=300.0, gt=0, le=3600)
+    default_timeout: float = Field(default=defaults.PULL_TIMEOUT, gt=0, le=3600)
     max_timeout: float = Field(default=900.0, gt=0, le=3600)
     rate_limit_per_minute: int = Field(default=120, ge=0, description="per client; 0 = off")
     rate_limit_burst: int = Field(default=30, ge=1)
-    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
-    max_url_bytes: int = Field(
-        default=8 * 1024, ge=1024, le=1024**2, description="request target (path?query); → 414"
+    max_body_bytes: Size = Field(default=ByteSize(64 * 1024), ge=1024, le=16 * 1024 * 1024)
+    max_url_bytes: Size = Field(
+        default=ByteSize(8 * 1024),
+        ge=1024,
+        le=1024**2,
+        description="request target (path?query); → 414",
     )
-    max_header_bytes: int = Field(
-        default=16 * 1024, ge=1024, le=1024**2, description="all header names and values; → 431"
+    max_header_bytes: Size = Field(
+        default=ByteSize(16 * 1024),
+        ge=1024,
+        le=1024**2,
+        description="all header names and values; → 431",
     )
-
-    @field_validator(
-        "max_image_size",
-        "min_free_space",
-        "max_body_bytes",
-        "max_url_bytes",
-        "max_header_bytes",
-        mode="before",
-    )
-    @classmethod
-    def _size(cls, value: Any) -> int:
-        return parse_size(value)
 
 
 class AgentSection(_Section):
     listen: str = "0.0.0.0:8479"
     runtime_endpoint: str | None = None  # None → $CONTAINER_RUNTIME_ENDPOINT → auto-detect
-    resolv_conf: str = "/etc/resolv.conf"
-    hosts_file: str = "/etc/hosts"
-    registry_config_path: str = "/etc/containerd/certs.d"
+    resolv_conf: str = str(defaults.RESOLV_CONF)
+    hosts_file: str = str(defaults.HOSTS_FILE)
+    registry_config_path: str = defaults.REGISTRY_CONFIG_PATH
     ca_file: str | None = None
-    probe_timeout: float = Field(default=10.0, gt=0, le=120)
+    probe_timeout: float = Field(default=defaults.PROBE_TIMEOUT, gt=0, le=120)
     connectivity_ttl: float = Field(default=60.0, ge=0)
     recent_registries: int = Field(default=16, ge=0, le=256)
 
@@ -139,7 +158,7 @@ class DiscoverySection(_Section):
     agent_port: int = Field(default=8479, ge=1, le=65535)
     agent_scheme: Literal["http", "https"] = "http"
     refresh: float = Field(default=10.0, gt=0)  # new nodes get on_new_node jobs within 30 s
-    resolv_conf: str = "/etc/resolv.conf"
+    resolv_conf: str = str(defaults.RESOLV_CONF)
     # dns: the port of resolv_conf's nameservers (tests run a DNS server on a high port)
     dns_port: int = Field(default=53, ge=1, le=65535)
     # dns and endpointslices: which address families make targets. "any" takes both; with
@@ -161,7 +180,7 @@ class DiscoverySection(_Section):
 class PrepullSection(_Section):
     """Warm-cache jobs the aggregator runs (see agent/prepull)."""
 
-    jobs_file: str = "/etc/pullcheck/jobs.yaml"  # absent at this default path → no jobs
+    jobs_file: str = str(defaults.JOBS_FILE)  # absent at this default path → no jobs
     poll_interval: float = Field(default=5.0, gt=0, le=300, description="job-file reload poll")
     tick: float = Field(default=1.0, gt=0, le=60, description="schedule and new-node check")
 
@@ -261,7 +280,7 @@ class Settings(BaseSettings):
         allow_inf_nan=False,
     )
 
-    token_file: str = "/var/run/secrets/pullcheck/token"  # noqa: S105 - a path, not a secret
+    token_file: str = str(defaults.TOKEN_FILE)
     auth: bool = True  # False only for local experiments; health endpoints never need it
     allow: list[str] = Field(
         default=["docker.io/*", "registry.k8s.io/*", "quay.io/*", "ghcr.io/*"],
@@ -288,43 +307,51 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # environment overrides the file, which is passed in as init arguments
-        return env_settings, init_settings
+        # the environment overrides the file (a source, so its keys are validated like any)
+        file = _reading.get()
+        if file is None:
+            return env_settings, init_settings
+        return env_settings, init_settings, _ConfigFile(settings_cls, yaml_file=file)
 
 
-def _describe(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        message = item["msg"]
-        if item["type"] == "extra_forbidden":
-            message = "unknown key"
-        lines.append(f"{key}: {message}")
-    return "; ".join(lines)
+class _ConfigFile(YamlConfigSettingsSource):
+    """pydantic-settings' YAML source, with errors that name the file (and the line)."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file_path}: {describe_yaml_error(exc)}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{file_path}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise ConfigError(f"{file_path}: cannot read: {exc.strerror or exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file_path}: the top level must be a mapping of keys")
+        return data
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """Read ``path`` (missing file → defaults when ``path`` is None) and the environment."""
-    source = path or DEFAULT_CONFIG_FILE
-    data: Any = {}
+    """The settings from ``path`` and the environment (the environment wins).
+
+    ``path`` None means :data:`agent.defaults.CONFIG_FILE`, and defaults when that is absent;
+    a ``path`` given must exist. Raises :class:`ConfigError`.
+    """
+    source = path or defaults.CONFIG_FILE
+    exists = source.is_file()
+    if not exists and source.exists():
+        raise ConfigError(f"{source}: not a regular file")
+    if not exists and path is not None:
+        raise ConfigError(f"{source}: no such file")
+    if exists and source.stat().st_size > MAX_FILE_BYTES:
+        raise ConfigError(f"{source}: larger than {MAX_FILE_BYTES // 1024} KiB")
+    reading = _reading.set(source if exists else None)
     try:
-        text = source.read_text()
-    except FileNotFoundError:
-        if path is not None:
-            raise ConfigError(f"{source}: no such file") from None
-        text = ""
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror}") from None
-    if text.strip():
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{source}:{where} invalid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of keys")
-    try:
-        return Settings(**data)
+        return Settings()
     except ValidationError as exc:
-        raise ConfigError(f"{source}: {_describe(exc)}") from None
+        problems = describe_errors(exc.errors(), model=Settings)
+        raise ConfigError(f"{source}: {join_problems(problems)}") from None
+    except SettingsError as exc:  # a PULLCHECK_* variable that is not valid JSON
+        raise ConfigError(f"environment: {exc}") from None
+    finally:
+        _reading.reset(reading)

@@ -2,15 +2,18 @@
 
 Every line carries ``ts`` (RFC 3339, UTC, milliseconds), ``level``, ``logger`` and ``event`` (the
 event name given to :func:`log_event`, or the rendered message of a plain ``logger.info(...)``),
-plus the fields passed as ``extra={"fields": {...}}`` or as keyword arguments of
-:func:`log_event`. Exceptions add ``exc``.
+plus the fields passed as ``extra={"fields": {...}}``, as other ``extra`` keys or as keyword
+arguments of :func:`log_event`. Exceptions add ``exc``.
+
+The formatter is python-json-logger's (the lighter of the JSON logging libraries: the agent
+keeps its idle memory small); this module adds the fixed head of a line and redaction.
 
 Credentials never reach the output. The models hold no secrets and callers redact, but the
-formatter is a safety net on top (the rules are :mod:`agent.redaction`'s): a field whose key
-looks like a credential (``password``, ``token``, ``auth``, ``secret``, ``authorization``,
-``cookie``, ``api_key`` …) is dropped — its name listed in ``redacted`` — and every string is
-scrubbed of ``user:pass@`` userinfo, ``Bearer``/``Basic`` values and credential-bearing
-``key=value`` pairs. An access line's request target is decoded, redacted by query key and cut to
+formatter is a safety net on top, with :mod:`agent.redaction`'s rules: a field whose key looks
+like a credential (``password``, ``token``, ``auth``, ``secret``, ``authorization``, ``cookie``,
+``api_key`` …) is dropped — its name listed in ``redacted`` — and every string is scrubbed of
+``user:pass@`` userinfo, ``Bearer``/``Basic`` values and credential-bearing ``key=value`` pairs.
+An access line's request target is decoded, redacted by query key and cut to
 :data:`MAX_LOGGED_TARGET` characters.
 
 uvicorn's own and access logs go through the same formatter via :func:`uvicorn_log_config`.
@@ -21,9 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, TextIO
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter as _LibraryFormatter
 
 from agent.models import PullTestResult
 from agent.redaction import redact_fields, redact_text, redact_url
@@ -43,6 +50,7 @@ LOGGER_NAME: Final = "pullcheck"
 #: characters of a request target an access-log line keeps (after redaction)
 MAX_LOGGED_TARGET: Final = 2048
 
+# logging's level names plus the spellings operators use (trace, warn)
 _LEVELS: Final = {
     "trace": logging.DEBUG,
     "debug": logging.DEBUG,
@@ -52,66 +60,54 @@ _LEVELS: Final = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
-
-# LogRecord attributes: anything else set through ``extra=`` is a field as well.
-_RECORD_ATTRS: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "fields", "color_message"}  # uvicorn's ANSI-coloured duplicate
-)
+_HEAD: Final = ("ts", "level", "logger", "event")
+# record attributes that are no fields: logging's own, uvicorn's ANSI-coloured duplicate of the
+# message, and ``fields`` (merged on its own)
+_NOT_FIELDS: Final = (*RESERVED_ATTRS, "taskName", "color_message", "fields")
 
 
-# --- formatter -------------------------------------------------------------------------------
-
-
-def _rfc3339(created: float) -> str:
-    stamp = datetime.fromtimestamp(created, tz=UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
-
-
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_LibraryFormatter):
     """Formats a record as one JSON object on one line (see the module docstring).
 
     ``use_colors`` and other keyword arguments uvicorn may pass are accepted and ignored.
     """
 
+    converter = staticmethod(time.gmtime)
+    default_time_format = "%Y-%m-%dT%H:%M:%S"
+    default_msec_format = "%s.%03dZ"
+
     def __init__(self, *, use_colors: bool | None = None, **_: Any) -> None:
-        super().__init__()
+        super().__init__(
+            (),  # no fields copied from the record: add_fields sets the head
+            reserved_attrs=_NOT_FIELDS,
+            rename_fields={"exc_info": "exc", "stack_info": "stack"},
+            json_default=str,
+            json_ensure_ascii=False,
+            json_serializer=partial(json.dumps, separators=(",", ":")),
+        )
 
-    def format(self, record: logging.LogRecord) -> str:
-        fields = self.fields(record)
-        event = fields.pop("event", None)
-        line: dict[str, Any] = {
-            "ts": _rfc3339(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "event": event if isinstance(event, str) and event else record.getMessage(),
-        }
-        for key in ("ts", "level", "logger"):
-            fields.pop(key, None)
-        if record.exc_info:
-            fields["exc"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            fields["exc"] = record.exc_text
-        if record.stack_info:
-            fields["stack"] = self.formatStack(record.stack_info)
-        clean, dropped = redact_fields(fields)
-        line["event"] = redact_text(str(line["event"]))
-        line.update(clean)
-        if dropped:
-            line["redacted"] = dropped
-        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
-
-    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
-        """The record's structured fields: ``extra={"fields": {...}}`` and other extra keys."""
-        fields: dict[str, Any] = {
-            k: v
-            for k, v in vars(record).items()
-            if k not in _RECORD_ATTRS and not k.startswith("_")
-        }
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        super().add_fields(log_data, record, message_dict)  # extra keys, exc, stack
         given = getattr(record, "fields", None)
         if isinstance(given, Mapping):
-            fields.update(given)
-        return fields
+            log_data.update(given)
+        event = log_data.get("event")
+        log_data.update(  # the record's own values win over fields of the same names
+            ts=self.formatTime(record),
+            level=record.levelname.lower(),
+            logger=record.name,
+            event=event if isinstance(event, str) and event else record.message,
+        )
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        """The redaction step: the head first, every other field through
+        :func:`~agent.redaction.redact_fields`, the dropped keys listed in ``redacted``."""
+        head = {key: log_data.pop(key) for key in _HEAD}
+        head["event"] = redact_text(str(head["event"]))
+        clean, dropped = redact_fields(log_data)
+        return {**head, **clean, "redacted": dropped} if dropped else {**head, **clean}
 
 
 class UvicornAccessFormatter(JsonFormatter):
@@ -120,12 +116,13 @@ class UvicornAccessFormatter(JsonFormatter):
     credential-bearing query parameter masked by key, a ``user:pass@`` masked even when it was
     encoded, at most :data:`MAX_LOGGED_TARGET` characters), http_version, status."""
 
-    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
-        fields = super().fields(record)
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
         args = record.args
         if isinstance(args, tuple) and len(args) == 5:
             client, method, path, http_version, status = args
-            fields.update(
+            message_dict.update(
                 event="http_request",
                 client=str(client),
                 method=str(method),
@@ -133,7 +130,7 @@ class UvicornAccessFormatter(JsonFormatter):
                 http_version=str(http_version),
                 status=status if isinstance(status, int) else str(status),
             )
-        return fields
+        super().add_fields(log_data, record, message_dict)
 
 
 # --- set-up ----------------------------------------------------------------------------------
@@ -230,7 +227,7 @@ def log_pulltest(
     took to answer; the test's own duration is ``test_duration_ms``. Failures log at WARNING.
     """
     outcome = ("reused" if reused else "fresh") if isinstance(reused, bool) else reused
-    from agent.service.metrics import _registry_of  # the same registry as the metric label
+    from agent.service.metrics import registry_of  # the same registry as the metric label
 
     log_event(
         logger,
@@ -239,7 +236,7 @@ def log_pulltest(
         node=result.node,
         image=result.image,
         reference=result.reference,
-        registry=_registry_of(result),
+        registry=registry_of(result),
         mode=result.mode,
         success=result.success,
         cause=result.cause.value if result.cause is not None else None,

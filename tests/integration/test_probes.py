@@ -22,10 +22,12 @@ from agent.models import (
     TlsEvidence,
     TokenEvidence,
 )
-from agent.probes import ProbeContext, probe_endpoint, probe_registry
+from agent.probes import ProbeContext, probe_endpoint, probe_http, probe_registry
 from lab.info import LabInfo
+from lab.layout import SERVER_CERT_IPS, SERVER_CERT_NAMES, TLS_PORT
 from tests.unit.test_probes_support import (
     ResolverSpy,
+    endpoint,
     forbid_system_resolver,  # noqa: F401  (fixture)
 )
 
@@ -92,6 +94,29 @@ async def test_ok_tls(lab: LabInfo, tmp_path: Path) -> None:
     tls = next(p.evidence for p in report.probes if p.probe == "tls")
     assert isinstance(tls, TlsEvidence)
     assert tls.verified and tls.server_name == "tls.pullcheck.test" and lab.ca_file in tls.ca_files
+
+
+@pytest.mark.parametrize(
+    ("name", "verified"),
+    [("tls.pullcheck.test", True), ("plain.pullcheck.test", False)],
+    ids=["name-in-the-certificate", "name-not-in-the-certificate"],
+)
+async def test_https_requests_verify_the_name_not_the_address(
+    lab: LabInfo, tmp_path: Path, name: str, verified: bool
+) -> None:
+    """The lab's TLS registry has one certificate whose SANs hold 127.0.0.1 and the TLS names:
+    reached by another name that resolves to the same address, the request must fail, because
+    the HTTP client connects to the address but verifies the name."""
+    assert "127.0.0.1" in SERVER_CERT_IPS  # a client checking the address would accept both
+    assert (name in SERVER_CERT_NAMES) is verified
+    ctx = _ctx(lab, tmp_path, lab.images["tls"])
+    result = await probe_http(endpoint(name, TLS_PORT, "https", ca_files=[lab.ca_file]), ctx)
+    assert ctx.state.host_addresses == {name: "127.0.0.1"}  # resolved by the lab's dnsmasq
+    if verified:
+        assert result.success, result.error
+    else:
+        assert result.cause == Cause.TLS_ERROR, result.error
+        assert "x509: certificate is not valid for the requested name" in result.error
 
 
 async def test_tls_error_untrusted(lab: LabInfo, tmp_path: Path) -> None:

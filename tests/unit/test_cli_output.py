@@ -18,6 +18,7 @@ from agent.cli import _render, cli, main
 from agent.cli._interrupt import run_interruptible
 from agent.cli.cluster import render_connectivity
 from agent.cli.prepull import render_job
+from agent.cluster.models import ConnectivityMatrix
 from agent.cluster.prepull.models import JobStatus, NodeImageStatus
 from agent.cluster.prepull.models import Phase as PrepullPhase
 from agent.models import (
@@ -228,8 +229,8 @@ def test_probe_success_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
 # --- tables ---------------------------------------------------------------------------------
 
 
-def _job_body(running: bool) -> dict[str, object]:
-    status = JobStatus(
+def _job_body(running: bool) -> JobStatus:
+    return JobStatus(
         name="warm-lab",
         schedule="0 3 * * *",
         timezone="UTC",
@@ -244,7 +245,6 @@ def _job_body(running: bool) -> dict[str, object]:
             )
         ],
     )
-    return status.model_dump(mode="json")
 
 
 def test_tables_are_not_cut_when_stdout_is_not_a_terminal(
@@ -276,7 +276,7 @@ def test_booleans_print_as_words(capsys: pytest.CaptureFixture[str]) -> None:
     assert "False" not in out and "True" not in out
 
 
-def _matrix(failing: bool) -> dict[str, object]:
+def _matrix(failing: bool) -> ConnectivityMatrix:
     """The shape of the aggregator's GET /v1/connectivity (``connectivity_matrix``)."""
     cells = {UPSTREAM: {"success": True, "cause": None, "summary": ""}}
     if failing:
@@ -291,18 +291,23 @@ def _matrix(failing: bool) -> dict[str, object]:
             {
                 "node": "node-down",
                 "reachable": False,
+                "cause": "agent_unreachable",
                 "summary": "ConnectError: [Errno 111] Connection refused",
+                "remedy": "",
+                "status": None,
             }
         )
-    return {
-        "columns": [
-            {"registry": "plain", "url": url, "role": role}
-            for url, role in ((MIRROR, "mirror"), (UPSTREAM, "upstream"))
-            if failing or role == "upstream"
-        ],
-        "rows": rows,
-        "summary": {"nodes": len(rows), "unreachable": [], "failing": {}},
-    }
+    return ConnectivityMatrix.model_validate(
+        {
+            "columns": [
+                {"registry": "plain", "url": url, "role": role}
+                for url, role in ((MIRROR, "mirror"), (UPSTREAM, "upstream"))
+                if failing or role == "upstream"
+            ],
+            "rows": rows,
+            "summary": {"nodes": len(rows), "unreachable": [], "failing": {}},
+        }
+    )
 
 
 def test_connectivity_matrix_lists_every_node_and_why(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,8 @@
 """The classifier over a corpus of real runtime error texts, per containerd version and CRI-O.
 
-Texts come from ../shared/reference/cri-kubelet-registry-facts.md §4.1/§4.2 (containerd source per
-tag and issue threads) and from the lab (lab/OBSERVED.md, containerd 1.6.20).
+Texts come from containerd's source per release tag (remotes/docker/, transfer/local/pull.go),
+public issue threads that quote them, and the lab (lab/OBSERVED.md, containerd 1.6.20); see the
+header of tests/unit/data/runtime_errors.toml.
 """
 
 from __future__ import annotations
@@ -455,3 +456,18 @@ def test_mismatch_remedy_follows_the_direction() -> None:
     http_on_tls = _chain("https://r.test:5000/v2", "tls", Cause.HTTP_HTTPS_MISMATCH)
     text = remedy(Cause.HTTP_HTTPS_MISMATCH, http_on_tls, "r.test:5000/a:1")
     assert 'server = "http://r.test:5000"' in text
+
+
+@pytest.mark.parametrize(
+    ("image", "host", "where"),
+    [
+        ("[::1]:5000/team/app:1", "[::1]", "[::1]:5000"),
+        ("localhost:5000/team/app:1", "localhost", "localhost:5000"),
+        ("quay.io/team/app:1", "quay.io", "quay.io"),
+    ],
+)
+def test_remedy_without_evidence_names_the_registry_host_and_port(
+    image: str, host: str, where: str
+) -> None:
+    assert f"cannot resolve {host}:" in remedy(Cause.DNS_FAILURE, None, image)
+    assert f"connections on {where} from" in remedy(Cause.CONNECTION_REFUSED, None, image)

@@ -12,7 +12,6 @@ from agent.hosts import (
     is_loopback_registry,
     loopback_rule,
     registry_endpoints,
-    split_host_port,
 )
 
 
@@ -49,15 +48,6 @@ def test_host_with_port_and_ipv6_literal(tmp_path: Path) -> None:
     assert ep.url == "https://plain.pullcheck.test:15000/v2"
     [v6] = registry_endpoints("[::1]:5000", str(tmp_path))
     assert (v6.host, v6.port, v6.url) == ("::1", 5000, "https://[::1]:5000/v2")
-
-
-def test_split_host_port() -> None:
-    assert split_host_port("a.example:5000", 443) == ("a.example", 5000)
-    assert split_host_port("a.example", 443) == ("a.example", 443)
-    assert split_host_port("[::1]:5000", 443) == ("::1", 5000)
-    assert split_host_port("[fe80::1]", 80) == ("fe80::1", 80)
-    with pytest.raises(ValueError):
-        split_host_port("a.example:http", 443)
 
 
 # --- directory lookup order --------------------------------------------------------------------
@@ -303,6 +293,64 @@ def test_invalid_values(tmp_path: Path, text: str, fragment: str) -> None:
     _hosts(tmp_path, "reg.test", text + "\n")
     with pytest.raises(HostsConfigError, match=fragment):
         registry_endpoints("reg.test", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('capabilities = "pull"', "'capabilities' must be a list of strings"),
+        ("capabilities = [1]", "'capabilities' must be a list of strings"),
+        ("ca = [1]", "invalid type for 'ca': 1"),
+        ("client = [3]", "invalid type for 'client': 3"),
+        ('client = [["a", "b", "c"]]', "invalid pair ['a', 'b', 'c'] for 'client'"),
+        ("override_path = 1", "'override_path' must be true or false"),
+        ("header = 3", "'header' must be a table"),
+        ("dial_timeout = 5", "'dial_timeout' must be a duration string"),
+        ('host = {"https://m.test" = 1}', "host 'https://m.test' must be a table"),
+        (
+            '[host."https://m.test"]\ncapabilities = ["fly"]',
+            "host 'https://m.test': unknown capability 'fly'",
+        ),
+        (
+            '[host."https://m.test"]\nskip_verify = "no"',
+            "host 'https://m.test': 'skip_verify' must be true or false",
+        ),
+    ],
+)
+def test_each_bad_key_is_named_with_its_table(tmp_path: Path, text: str, message: str) -> None:
+    path = _hosts(tmp_path, "reg.test", text + "\n")
+    with pytest.raises(HostsConfigError) as info:
+        registry_endpoints("reg.test", str(tmp_path))
+    assert info.value.path == str(path) and str(info.value).startswith(f"{path}: ")
+    assert message in info.value.message
+
+
+def test_every_bad_key_is_reported_once_and_long_values_are_clipped(tmp_path: Path) -> None:
+    long = "x" * 500
+    _hosts(
+        tmp_path,
+        "reg.test",
+        f'ca = 3\nskip_verify = "yes"\nclient = [["{long}"]]\n'
+        '[host."https://a.test"]\n  override_path = 2\n',
+    )
+    with pytest.raises(HostsConfigError) as info:
+        registry_endpoints("reg.test", str(tmp_path))
+    problems = info.value.message.split("; ")
+    assert len(problems) == 4  # a union's several errors for one key are one problem
+    assert "invalid type for 'ca': 3" in problems
+    assert "'skip_verify' must be true or false" in problems
+    assert "host 'https://a.test': 'override_path' must be true or false" in problems
+    pair = next(p for p in problems if p.startswith("invalid pair"))
+    assert long not in pair and "…" in pair
+
+
+def test_unknown_keys_are_ignored_like_containerd(tmp_path: Path) -> None:
+    _hosts(
+        tmp_path,
+        "reg.test",
+        'server = "https://reg.test"\nfuture_key = 1\n[host."https://m.test"]\nother = "x"\n',
+    )
+    assert [e.host for e in registry_endpoints("reg.test", str(tmp_path))] == ["m.test", "reg.test"]
 
 
 def test_capabilities_case_insensitive(tmp_path: Path) -> None:

@@ -597,7 +597,8 @@ async def test_ipv6_literal_endpoint_chain(tmp_path: Path) -> None:
 
 
 async def test_client_never_resolves_names_itself(tmp_path: Path) -> None:
-    from agent.probes._net import classify, open_client
+    from agent.probes._classify import classify
+    from agent.probes._transport import open_client
 
     ctx = make_ctx(tmp_path)  # nothing resolved in ctx.state.host_addresses
     async with open_client(endpoint("x.pullcheck.test", 80), ctx) as client:
@@ -607,3 +608,62 @@ async def test_client_never_resolves_names_itself(tmp_path: Path) -> None:
         Cause.DNS_FAILURE,
         "x.pullcheck.test was not resolved by the DNS probe (the system resolver is never used)",
     )
+
+
+@pytest.mark.parametrize(
+    ("leaf", "verified"),
+    [("name_only", True), ("ip_only", False)],
+    ids=["cert-for-the-name", "cert-for-the-address-only"],
+)
+async def test_https_request_goes_to_the_address_but_verifies_the_name(
+    tmp_path: Path, pki: Pki, leaf: str, verified: bool
+) -> None:
+    """The request connects to the resolved address; SNI, Host and the certificate check are
+    the registry's NAME, never the address (a certificate for 127.0.0.1 alone must fail)."""
+    cert, key = (getattr(pki, f"{leaf}_{part}_file") for part in ("cert", "key"))
+    server_names: list[str | None] = []
+    tls = server_ssl_context(cert, key)
+    tls.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
+    server = start_registry(RegistryConfig(), tls=tls)
+    try:
+        ctx = make_ctx(tmp_path, hosts=HOSTS)
+        ep = endpoint(REG, server.port, "https", ca_files=[str(pki.ca_file)])
+        result = await probe_http(ep, ctx)  # run alone: the DNS probe resolves REG first
+    finally:
+        server.stop()
+    assert ctx.state.host_addresses == {REG: "127.0.0.1"}
+    assert server_names == [REG]  # SNI: the name, not the address connected to
+    if verified:
+        assert result.success, result.error
+        [request] = server.config.requests
+        assert request["headers"]["Host"] == f"{REG}:{server.port}"
+    else:
+        assert result.cause is Cause.TLS_ERROR
+        assert "x509: certificate is not valid for the requested name" in result.error
+        assert server.config.requests == []
+
+
+async def test_token_probe_returns_the_realm_chain_as_a_value(
+    tmp_path: Path, pki: Pki, bearer: tuple[RunningServer, RunningServer]
+) -> None:
+    """Run alone, the token probe hands back the realm host's dns → tcp → tls with its result
+    (no side channel in the context); the chain lists them first, the JSON does not nest them."""
+    registry, token_server = bearer
+    ctx = make_ctx(tmp_path, hosts=HOSTS, repository="pullcheck/good", tag_or_digest="1.0")
+    ep = endpoint(REG, registry.port, "https", ca_files=[str(pki.ca_file)])
+    assert (await probe_http(ep, ctx)).success  # the Bearer challenge, in ctx.state
+    token = await probe_token(ep, ctx)
+    assert token.success, token.error
+    assert [(p.probe, p.target, p.success) for p in token.preceding] == [
+        ("dns", AUTH, True),
+        ("tcp", f"{AUTH}:{token_server.port}", True),
+        ("tls", f"{AUTH}:{token_server.port}", True),
+    ]
+    assert "preceding" not in token.model_dump_json()
+    again = ProbeResult.model_validate_json(token.model_dump_json())
+    assert again.preceding == [] and again.model_dump() == token.model_dump()
+    report = await probe_endpoint(ep, ctx)
+    assert [p.probe for p in report.probes] == [
+        *("dns", "tcp", "tls", "http"),
+        *("dns", "tcp", "tls", "token", "manifest"),
+    ]

@@ -10,8 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent import hostport
 from agent.models import Cause
-from agent.probes._net import UnresolvedHostError, classify, format_host_port, url_for
+from agent.probes._addresses import url_for
+from agent.probes._classify import classify
 from agent.probes._parse import (
     error_codes,
     error_summary,
@@ -20,6 +22,7 @@ from agent.probes._parse import (
     status_text,
 )
 from agent.probes._resolvconf import hosts_file_lookup, parse_resolv_conf, search_names
+from agent.probes._transport import UnresolvedHostError
 from tests.unit.test_probes_support import endpoint
 
 # --- WWW-Authenticate --------------------------------------------------------------------------
@@ -154,7 +157,7 @@ def test_url_for_default_ports_and_ipv6() -> None:
         == "http://r.test:5000/v2/?ns=docker.io"
     )
     assert url_for(endpoint("::1", 5000), "/v2/") == "http://[::1]:5000/v2/"
-    assert format_host_port("::1", 80) == "[::1]:80"
+    assert hostport.join("::1", 80) == "[::1]:80"
 
 
 def test_classify_chains() -> None:
@@ -174,7 +177,7 @@ def test_classify_chains() -> None:
 
 @pytest.mark.parametrize("code", [2, 19, 20])
 def test_x509_unknown_authority_text(code: int) -> None:
-    from agent.probes._net import x509_text
+    from agent.probes._tls_context import x509_text
 
     exc = ssl.SSLCertVerificationError(1, "certificate verify failed")
     exc.verify_code = code

@@ -93,6 +93,10 @@ class Pki:
     key_file: Path
     expired_cert_file: Path
     expired_key_file: Path
+    name_only_cert_file: Path  # leaf for NAMES only: no IP address in its SANs
+    name_only_key_file: Path
+    ip_only_cert_file: Path  # leaf for 127.0.0.1 and ::1 only: no name in its SANs
+    ip_only_key_file: Path
 
 
 NAMES = ["registry.pullcheck.test", "auth.pullcheck.test", "localhost"]
@@ -124,7 +128,12 @@ def _ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
 
 
 def _leaf(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, *, expired: bool = False
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    *,
+    expired: bool = False,
+    names: bool = True,
+    ips: bool = True,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
@@ -133,14 +142,15 @@ def _leaf(
         if expired
         else (now - dt.timedelta(days=1), now + dt.timedelta(days=30))
     )
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in NAMES]
-    sans += [
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in NAMES] if names else []
+    if ips:
+        sans += [
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("registry.pullcheck.test"))
+        .subject_name(_name(NAMES[0] if names else "127.0.0.1"))  # no CN fallback to a name
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -176,6 +186,10 @@ def make_pki(directory: Path) -> Pki:
     _, other_cert = _ca("some other CA")
     leaf_key, leaf_cert = _leaf(ca_key, ca_cert)
     old_key, old_cert = _leaf(ca_key, ca_cert, expired=True)
+    named_key, named_cert = _leaf(ca_key, ca_cert, ips=False)
+    ip_key, ip_cert = _leaf(ca_key, ca_cert, names=False)
+    _write(directory / "name-only.pem", named_cert, named_key)
+    _write(directory / "ip-only.pem", ip_cert, ip_key)
     _write(directory / "ca.crt", ca_cert)
     _write(directory / "other-ca.crt", other_cert)
     _write(directory / "server.pem", leaf_cert, leaf_key)
@@ -188,6 +202,10 @@ def make_pki(directory: Path) -> Pki:
         key_file=directory / "server.key",
         expired_cert_file=directory / "expired.pem",
         expired_key_file=directory / "expired.key",
+        name_only_cert_file=directory / "name-only.pem",
+        name_only_key_file=directory / "name-only.key",
+        ip_only_cert_file=directory / "ip-only.pem",
+        ip_only_key_file=directory / "ip-only.key",
     )
 
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
+from agent.cluster.client import AgentClient
 from agent.cluster.discovery import AgentTarget
 from agent.cluster.readiness import AgentReadiness, AgentState
 from lab.servers import free_port
@@ -63,9 +63,10 @@ def agents() -> Iterator[dict[str, _Agent]]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(trust_env=False) as made:
-        yield made
+async def client() -> AsyncIterator[AgentClient]:
+    made = AgentClient()
+    yield made
+    await made.aclose()
 
 
 @pytest.fixture
@@ -80,9 +81,9 @@ def targets(agents: dict[str, _Agent]) -> dict[str, AgentTarget]:
 
 
 async def test_states_reasons_and_counts(
-    client: httpx.AsyncClient, targets: dict[str, AgentTarget]
+    client: AgentClient, targets: dict[str, AgentTarget]
 ) -> None:
-    readiness = AgentReadiness(lambda: client, timeout=2)
+    readiness = AgentReadiness(client, timeout=2)
     kinds = ("ready", "unready", "garbage", "down")
     await readiness.check([targets[k] for k in kinds])
     assert {k: readiness.get(targets[k]).state for k in kinds} == {
@@ -108,9 +109,9 @@ async def test_states_reasons_and_counts(
 
 
 async def test_due_rechecks_not_ready_agents_sooner_than_ready_ones(
-    client: httpx.AsyncClient, targets: dict[str, AgentTarget]
+    client: AgentClient, targets: dict[str, AgentTarget]
 ) -> None:
-    readiness = AgentReadiness(lambda: client, recheck=5, ready_recheck=30)
+    readiness = AgentReadiness(client, recheck=5, ready_recheck=30)
     ready, unready, new = targets["ready"], targets["unready"], targets["new"]
     await readiness.check([ready, unready])
     now = time.monotonic()
@@ -122,18 +123,18 @@ async def test_due_rechecks_not_ready_agents_sooner_than_ready_ones(
 
 
 async def test_concurrent_checks_of_one_agent_share_one_request(
-    agents: dict[str, _Agent], client: httpx.AsyncClient, targets: dict[str, AgentTarget]
+    agents: dict[str, _Agent], client: AgentClient, targets: dict[str, AgentTarget]
 ) -> None:
-    readiness = AgentReadiness(lambda: client)
+    readiness = AgentReadiness(client)
     target = targets["ready"]
     await asyncio.gather(readiness.check([target]), readiness.check([target]))
     assert agents["ready"].asked == 1 and readiness.get(target).state is AgentState.READY
 
 
 async def test_run_exports_the_counts_each_round(
-    client: httpx.AsyncClient, targets: dict[str, AgentTarget]
+    client: AgentClient, targets: dict[str, AgentTarget]
 ) -> None:
-    readiness = AgentReadiness(lambda: client)
+    readiness = AgentReadiness(client)
     exported: list[dict[str, int]] = []
     stop = asyncio.Event()
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from agent.diagnosis import sanitize_error
 from agent.models import PullTestResult
-from agent.probes._result import redact
+from agent.probes._runner import redact
 from agent.redaction import REDACTED, is_secret_key, redact_fields, redact_text, redact_url
 
 DIGEST = "sha256:" + "ab" * 32

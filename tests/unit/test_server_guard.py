@@ -1,6 +1,7 @@
-"""The request guard in front of both HTTP APIs: sizes (414/431), the token before any
-validation (401), duplicate parameters (400), the body limit (413, chunked too); the float
-parameters (no nan/inf/negative); and the real server's protocol bound and access log.
+"""What every request to both HTTP APIs passes before a route runs: sizes (414/431, the request
+guard), the token before any validation (401, the token dependency), duplicate parameters (400),
+the body limit (413, chunked too); the float parameters (no nan/inf/negative); and the real
+server's protocol bound and access log.
 
 In-process through ``httpx.ASGITransport`` (no lab: nothing here reaches a runtime or registry);
 the last tests run a real uvicorn server as ``pullcheck agent`` configures it.
@@ -23,9 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli._serve import max_request_head, uvicorn_config
 from agent.cluster.app import AggregatorState, create_aggregator_app
-from agent.node.app import AgentState, create_agent_app
+from agent.node.app import create_agent_app
+from agent.node.state import AgentState
 from agent.service.config import Settings
-from agent.service.http import MAX_HEADERS
+from agent.service.guard import MAX_HEADERS
 from tests.unit.conftest import capture_uvicorn_logs, serving
 
 TOKEN = "guard-test-token-4e1d"

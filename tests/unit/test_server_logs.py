@@ -93,6 +93,22 @@ def test_agent_module_loggers_are_json_too_and_configure_is_idempotent() -> None
     assert line["logger"] == "agent.cri.client" and line["level"] == "warning"
 
 
+def test_the_head_of_a_line_cannot_be_overridden_by_fields() -> None:
+    out = io.StringIO()
+    log = configure_logging("info", out)
+    log.warning(
+        "real event",
+        extra={"level": "debug", "logger": "x", "fields": {"ts": "1970", "event": ""}},
+    )
+    log_event(log, "named", ts="1970", level=logging.ERROR)
+    line, named = lines(out)
+    assert RFC3339_UTC.match(line["ts"]) and line["level"] == "warning"
+    assert line["logger"] == "pullcheck" and line["event"] == "real event"
+    assert list(line) == ["ts", "level", "logger", "event"]
+    assert named["level"] == "error" and named["event"] == "named"
+    assert RFC3339_UTC.match(named["ts"])
+
+
 def test_exception_is_a_field() -> None:
     out = io.StringIO()
     log = configure_logging("info", out)

@@ -21,25 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
 
-import httpx
-
+from agent.cluster.client import AgentClient, CallFailure
 from agent.cluster.discovery import AgentTarget
-from agent.cluster.failures import NodeFailure, outcome_fields, refused, unreachable
+from agent.cluster.metrics import AggregatorMetrics
+from agent.cluster.models import failed_call, unreachable
 from agent.cluster.prepull.jobs import JobSource, next_run
 from agent.cluster.prepull.models import Job, JobFile, JobStatus, NodeImageStatus, Phase
 from agent.cluster.prepull.scheduler import RegistryLimits, run_job, start_delay
 from agent.cluster.readiness import AgentReadiness, AgentState
-from agent.node.models import PullOutcome
+from agent.node.models import PrepullBody, PullOutcome
 from agent.reference import parse
 
 __all__ = ["PrepullCoordinator"]
@@ -47,6 +45,7 @@ __all__ = ["PrepullCoordinator"]
 log = logging.getLogger("pullcheck.prepull")
 
 _GRACE = 15.0  # seconds an agent may take beyond a pull's own timeout
+_IMAGES_DEADLINE = 30.0  # seconds for one node's image list
 
 
 def _now_iso() -> str:
@@ -77,23 +76,21 @@ class PrepullCoordinator:
         missing_ok: bool,
         poll_interval: float,
         tick: float,
-        agents: Callable[[], Any],
-        client: Callable[[], httpx.AsyncClient],
-        headers: Callable[[], dict[str, str]],
+        agents: Callable[[], Awaitable[list[AgentTarget]]],
+        client: AgentClient,
         label: Callable[[AgentTarget], str],
         readiness: AgentReadiness | None = None,
         max_timeout: float | None = None,
-        metrics: Any = None,
+        metrics: AggregatorMetrics | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.source = JobSource(
             jobs_file, interval=poll_interval, missing_ok=missing_ok, max_timeout=max_timeout
         )
         self.tick = tick
-        self._agents = agents  # async () -> list[AgentTarget]
+        self._agents = agents
         self._client = client
         self.readiness = readiness if readiness is not None else AgentReadiness(client)
-        self._headers = headers
         self._label = label
         self.metrics = metrics
         self.rng = rng or random.Random()
@@ -169,7 +166,13 @@ class PrepullCoordinator:
         target = self.discovered.get(node)
         failure = self.readiness.failure(target, node) if target is not None else None
         if failure is not None:
-            return NodeImageStatus(node=node, image=image, **outcome_fields(failure))
+            return NodeImageStatus(
+                node=node,
+                image=image,
+                cause=failure.cause,
+                summary=failure.summary,
+                remedy=failure.remedy,
+            )
         if target is not None and self.readiness.get(target).state is AgentState.UNKNOWN:
             return NodeImageStatus(
                 node=node, image=image, summary="waiting for the agent's /readyz"
@@ -212,17 +215,14 @@ class PrepullCoordinator:
 
     async def _present(self, node: str) -> set[str]:
         """References present on ``node`` (tags and digests, normalised), from ListImages."""
-        target = self.known[node]
-        with contextlib.suppress(httpx.HTTPError, TimeoutError, ValueError):
-            async with asyncio.timeout(30):
-                reply = await self._client().get(f"{target.url}/v1/images", headers=self._headers())
-                images = reply.json()["images"]
-                found: set[str] = set()
-                for image in images:
-                    found.update(image.get("repo_tags", []))
-                    found.update(image.get("repo_digests", []))
-                return found
-        return set()
+        answer = await self._client.images(self.known[node].url, deadline=_IMAGES_DEADLINE)
+        if isinstance(answer, CallFailure):
+            return set()
+        found: set[str] = set()
+        for image in answer.images:
+            found.update(image.repo_tags)
+            found.update(image.repo_digests)
+        return found
 
     async def _recover(self, nodes: list[str]) -> None:
         """Mark pairs present on ``nodes`` done, for every job; start jobs with work left."""
@@ -314,46 +314,25 @@ class PrepullCoordinator:
         if target is None:
             listed = self.discovered.get(node)
             failure = self.readiness.failure(listed, node) if listed is not None else None
-            return _failed(failure or unreachable(node, "", "discovery no longer lists its agent"))
-        body: dict[str, Any] = {"image": image, "policy": job.policy, "timeout": job.timeout}
+            gone = failure or unreachable(node, "", "discovery no longer lists its agent")
+            return gone.outcome()
+        docker_config: str | None = None
         if job.docker_config:
             try:
-                body["docker_config"] = Path(job.docker_config).read_text()
+                docker_config = Path(job.docker_config).read_text()
             except OSError as exc:
                 return PullOutcome(
                     ok=False,
                     cause="unauthorized",
                     summary=f"docker_config {job.docker_config}: {exc.strerror}",
                 )
-        try:
-            async with asyncio.timeout(job.timeout + _GRACE):
-                reply = await self._client().post(
-                    f"{target.url}/v1/prepull", json=body, headers=self._headers()
-                )
-                raw = await reply.aread()
-        except TimeoutError:
-            reason = f"no answer within {job.timeout + _GRACE:g} s"
-            return _failed(unreachable(node, target.url, reason))
-        except httpx.HTTPError as exc:
-            return _failed(unreachable(node, target.url, str(exc) or type(exc).__name__))
-        try:
-            answer = json.loads(raw)
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict):
-            reason = f"HTTP {reply.status_code}, not a JSON object"
-            return _failed(unreachable(node, target.url, reason, not_an_agent=True))
-        if reply.status_code != 200 or "ok" not in answer:
-            return _failed(
-                refused(
-                    node,
-                    target.url,
-                    reply.status_code,
-                    str(answer.get("error", "")),
-                    str(answer.get("message", "")),
-                )
-            )
-        return PullOutcome.model_validate(answer)
+        body = PrepullBody(
+            image=image, policy=job.policy, timeout=job.timeout, docker_config=docker_config
+        )
+        answer = await self._client.prepull(target.url, body, deadline=job.timeout + _GRACE)
+        if isinstance(answer, CallFailure):
+            return failed_call(node, target.url, answer).outcome()
+        return answer
 
     async def run(self, stop: asyncio.Event) -> None:
         """Reload jobs, recover state, fire schedules and new-node runs until ``stop``."""
@@ -411,7 +390,3 @@ class PrepullCoordinator:
 
     def _node_missing(self, state: _JobState, node: str) -> bool:
         return any((node, image) not in state.statuses for image in state.job.images)
-
-
-def _failed(failure: NodeFailure) -> PullOutcome:
-    return PullOutcome(ok=False, **outcome_fields(failure))

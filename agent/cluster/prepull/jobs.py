@@ -15,23 +15,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import hashlib
-import json
 import logging
-import re
-import types
 from collections.abc import Callable, Hashable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from agent.cluster.prepull.models import Job, JobFile
+from agent.errors import InvalidInput
+from agent.validation import (
+    describe_errors,
+    describe_input,
+    describe_yaml_error,
+    join_problems,
+    key_path,
+)
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -46,11 +50,9 @@ __all__ = [
 log = logging.getLogger("pullcheck.prepull")
 
 MAX_FILE_BYTES = 1024 * 1024  # a ConfigMap holds at most 1 MiB
-_MAX_PROBLEMS = 20  # more are summarised as "… and N more"
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
 
-class JobFileError(ValueError):
+class JobFileError(InvalidInput, ValueError):
     """The job file is unusable. ``str()`` names the file and every bad field with its path.
 
     ``problems`` holds one ``"key.path: message"`` (or ``"line N, column M: …"``) per problem.
@@ -59,10 +61,7 @@ class JobFileError(ValueError):
     def __init__(self, path: Path | str, problems: list[str]) -> None:
         self.path = Path(path)
         self.problems = tuple(problems)
-        shown = list(problems[:_MAX_PROBLEMS])
-        if len(problems) > _MAX_PROBLEMS:
-            shown.append(f"… and {len(problems) - _MAX_PROBLEMS} more")
-        super().__init__(f"{path}: {'; '.join(shown)}")
+        super().__init__(f"{path}: {join_problems(problems)}")
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -90,103 +89,6 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
-        return f"invalid YAML: {exc}"
-    mark = exc.problem_mark
-    text = f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML: {exc.problem}"
-    if exc.context:
-        where = exc.context_mark
-        at = f" at line {where.line + 1}" if where is not None and where.line != mark.line else ""
-        text += f" ({exc.context}{at})"
-    return text
-
-
-def _describe_value(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "…"
-
-
-def _field_type(model: type[BaseModel], loc: tuple[int | str, ...]) -> Any:
-    """The annotation at ``loc`` inside ``model`` (None when the path leaves the model)."""
-    current: Any = model
-    for part in loc:
-        origin = get_origin(current)
-        if origin in (Union, types.UnionType):
-            members = [a for a in get_args(current) if a is not type(None)]
-            if len(members) != 1:
-                return None
-            current = members[0]
-            origin = get_origin(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                return None
-            current = field.annotation
-        elif origin is list and isinstance(part, int):
-            current = get_args(current)[0]
-        elif origin is dict:
-            current = get_args(current)[1]
-        else:
-            return None
-    return current
-
-
-def _unknown_key(loc: tuple[int | str, ...]) -> str:
-    owner = _field_type(JobFile, loc[:-1])
-    if isinstance(owner, type) and issubclass(owner, BaseModel):
-        close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1)
-        if close:
-            return f"unknown key (did you mean {close[0]!r}?)"
-    return "unknown key"
-
-
-def _path(loc: tuple[int | str, ...], data: Any) -> str:
-    """``jobs[1] (warm-base).pacing.max_parallel_nodes`` for ``('jobs', 1, 'pacing', …)``."""
-    if not loc:
-        return "jobs"
-    text = ""
-    node: Any = data
-    for depth, part in enumerate(loc):
-        if isinstance(part, int):
-            text += f"[{part}]"
-            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
-            if depth == 1 and loc[0] == "jobs" and isinstance(node, dict):
-                name = node.get("name")
-                if isinstance(name, str) and name.strip():
-                    text += f" ({name})"
-        else:
-            key = part if _PLAIN_KEY.match(part) else json.dumps(part)
-            text += f".{key}" if key is part else f"[{key}]"
-            node = node.get(part) if isinstance(node, dict) else None
-    return text.removeprefix(".")
-
-
-def _message(item: Any) -> str:
-    kind = item["type"]
-    value = item.get("input")
-    if kind == "extra_forbidden":
-        return _unknown_key(tuple(item["loc"]))
-    if kind == "missing":
-        return "required key is missing"
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"must be a mapping, got {_describe_value(value)}"
-    if kind == "list_type":
-        return f"must be a list, got {_describe_value(value)}"
-    message = str(item["msg"])
-    if kind in ("value_error", "assertion_error"):
-        return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-    if not isinstance(value, dict | list):
-        message += f" (got {_describe_value(value)})"
-    return message
-
-
 def _duplicates(data: dict[str, Any]) -> list[str]:
     jobs = data.get("jobs")
     if not isinstance(jobs, list):
@@ -199,7 +101,7 @@ def _duplicates(data: dict[str, Any]) -> list[str]:
             continue
         if name in first:
             problems.append(
-                f"{_path(('jobs', index, 'name'), data)}: "
+                f"{key_path(('jobs', index, 'name'), data)}: "
                 f"duplicate job name (also jobs[{first[name]}])"
             )
         else:
@@ -226,7 +128,7 @@ def _over_max_timeout(data: dict[str, Any], max_timeout: float) -> list[str]:
             continue
         which = "" if "timeout" in job else " (the default)"
         problems.append(
-            f"{_path(('jobs', index, 'timeout'), data)}: {given:g} s{which} is over the agents' "
+            f"{key_path(('jobs', index, 'timeout'), data)}: {given:g} s{which} is over the agents' "
             f"limits.max_timeout ({max_timeout:g} s), so the agents would refuse every pull; "
             "lower the job's timeout or raise limits.max_timeout"
         )
@@ -249,11 +151,11 @@ def parse_jobs(
     try:
         data = yaml.load(content, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise JobFileError(source, [_yaml_problem(exc)]) from None
+        raise JobFileError(source, [describe_yaml_error(exc)]) from None
     if data is None:
         return JobFile()
     if not isinstance(data, dict):
-        got = _describe_value(data)
+        got = describe_input(data)
         raise JobFileError(
             source, [f"the top level must be a mapping with a 'jobs' list, got {got}"]
         )
@@ -262,12 +164,9 @@ def parse_jobs(
     try:
         jobs = JobFile.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for item in exc.errors():
-            loc = tuple(item["loc"])
-            if not loc and duplicates:
-                continue  # the model's "names must be unique", already reported per job
-            problems.append(f"{_path(loc, data)}: {_message(item)}")
+        # with duplicates, the model's "names must be unique" is already reported per job
+        errors = [e for e in exc.errors() if e["loc"] or not duplicates]
+        problems = describe_errors(errors, data=data, model=JobFile, root="jobs")
         raise JobFileError(source, problems + duplicates + too_long) from None
     if duplicates or too_long:  # duplicates: unreachable while the model checks them
         raise JobFileError(source, duplicates + too_long)

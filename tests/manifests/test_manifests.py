@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -28,24 +27,29 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from agent import defaults
 from agent.models import Cause
 from agent.service.config import Settings, load_settings
 
 Doc = dict[str, Any]
 
+# the developer's PULLCHECK_* variables must not change the settings these tests load
+pytestmark = pytest.mark.usefixtures("no_pullcheck_env")
+
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
-METRICS_SOURCE = REPO / "agent" / "service" / "metrics.py"
+# the modules that define metrics: agent/service/metrics.py and each process's own
+METRICS_SOURCES = sorted((REPO / "agent").rglob("metrics.py"))
 
 K8S_VERSIONS = ("1.30.0", "1.37.0")
 IMAGE = "ghcr.io/pullcheck/pullcheck:0.1.0"
 NAMESPACE = "pullcheck"
 AGENT_PORT = 8479
 AGGREGATOR_PORT = 8480
-CONFIG_FILE = "/etc/pullcheck/config.yaml"
-TOKEN_FILE = "/var/run/secrets/pullcheck/token"
+CONFIG_FILE = str(defaults.CONFIG_FILE)  # where the pods mount what the processes read
+TOKEN_FILE = str(defaults.TOKEN_FILE)
 TOKEN_SECRET = "pullcheck-token"
 AGENT_LABELS = {"app.kubernetes.io/name": "pullcheck", "app.kubernetes.io/component": "agent"}
 AGGREGATOR_LABELS = {
@@ -924,7 +928,7 @@ def _balanced(expr: str) -> bool:
 
 def test_alert_rules(builds: dict[str, list[Doc]]) -> None:
     rules = _rules(builds["overlays/example"])
-    metrics_source = METRICS_SOURCE.read_text()
+    metrics_source = "\n".join(path.read_text() for path in METRICS_SOURCES)
     for name, rule in rules.items():
         expr = " ".join(str(rule["expr"]).split())
         assert _balanced(expr), f"{name}: unbalanced brackets in {expr}"
@@ -934,7 +938,7 @@ def test_alert_rules(builds: dict[str, list[Doc]]) -> None:
             # histograms and counters: _bucket/_count/_sum/_total are added at exposition
             base = re.sub(r"_(bucket|count|sum|total)$", "", metric)
             assert f'"{metric}"' in metrics_source or f'"{base}"' in metrics_source, (
-                f"{name}: {metric} is not a metric of agent/service/metrics.py"
+                f"{name}: {metric} is not a metric of any agent/**/metrics.py"
             )
 
     several = rules["PullcheckRegistryUnreachableFromSeveralNodes"]
@@ -1057,14 +1061,6 @@ def test_network_policy_caveat_is_documented() -> None:
 
 
 # --- the pullcheck configuration ----------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _no_pullcheck_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The developer's PULLCHECK_* variables must not change what these tests load."""
-    for name in [n for n in os.environ if n.startswith("PULLCHECK_")]:
-        monkeypatch.delenv(name)
-    yield
 
 
 def _settings_of(docs: list[Doc], container_name: str) -> Settings:

@@ -1,0 +1,2 @@
+"""The aggregator's HTTP API, one router per concern (``router`` in each module); the app
+(:func:`agent.cluster.app.create_aggregator_app`) includes them."""

@@ -1,0 +1,133 @@
+"""The pre-pull coordinator talking to agents through the AgentClient: readiness, the nodes'
+images (what is present is done), pre-pulls, and the failures of agents that refuse, answer
+garbage or are down. The agents are in-process apps replaying answers recorded from real lab
+agents (``tests/unit/data/agent_answers``); a down agent is a really closed port."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.cluster.client import AgentClient
+from agent.cluster.discovery import AgentTarget
+from agent.cluster.prepull.coordinator import PrepullCoordinator
+from agent.cluster.prepull.models import JobStatus, Phase
+from lab.servers import free_port
+from tests.unit.agent_replay import Agents, ReplayAgent
+
+PRESENT = "plain.pullcheck.test:15000/pullcheck/good:1.0"  # in the recorded image list
+MISSING = "plain.pullcheck.test:15000/pullcheck/other:2.0"
+READY = {"/readyz": "readyz", "/v1/images": "images-after-prepull"}
+
+
+def _settled(status: JobStatus) -> bool:
+    """Every pair pulled or failed (two images on one node)."""
+    return (
+        not status.running
+        and len(status.nodes) == 2
+        and all(item.phase in (Phase.DONE, Phase.FAILED) for item in status.nodes)
+    )
+
+
+async def _run_until(
+    tmp_path: Path,
+    agents: dict[str, ReplayAgent],
+    targets: list[AgentTarget],
+    done: Callable[[JobStatus], bool] = _settled,
+) -> JobStatus:
+    """Run the coordinator over ``targets`` until the job's status is ``done``."""
+    jobs = tmp_path / "jobs.yaml"
+    job = {
+        "name": "warm",
+        "images": [PRESENT, MISSING],
+        "on_new_node": True,
+        "retries": {"attempts": 1},
+        "pacing": {"max_parallel_nodes": "100%", "jitter": 0},
+    }
+    jobs.write_text(yaml.safe_dump({"jobs": [job]}))
+
+    async def discovered() -> list[AgentTarget]:
+        return targets
+
+    client = AgentClient(transport=Agents(agents))
+    coordinator = PrepullCoordinator(
+        jobs_file=jobs,
+        missing_ok=False,
+        poll_interval=60,
+        tick=0.02,
+        agents=discovered,
+        client=client,
+        label=lambda target: target.node or target.label,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(coordinator.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while (status := coordinator.status("warm")) is None or not done(status):
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await running
+        await client.aclose()
+    assert status is not None
+    return status
+
+
+async def test_present_images_are_done_and_missing_ones_are_pulled(tmp_path: Path) -> None:
+    agent = ReplayAgent("node-1", {**READY, "/v1/prepull": "prepull-good"})
+    target = AgentTarget("node-1.test", 8479, node="node-1")
+    status = await _run_until(tmp_path, {"node-1.test:8479": agent}, [target])
+    items = {item.image: item for item in status.nodes}
+    assert items[PRESENT].phase is Phase.DONE and items[PRESENT].summary == "present on the node"
+    assert items[MISSING].phase is Phase.DONE and items[MISSING].digest.startswith("sha256:5e48")
+    (pulled,) = [seen for seen in agent.seen if seen.path == "/v1/prepull"]
+    assert json.loads(pulled.body) == {"image": MISSING, "policy": "IfNotPresent", "timeout": 600}
+
+
+@pytest.mark.parametrize(
+    ("answer", "cause", "says"),
+    [
+        ("pulltest-not-allowed", "agent_refused", "the agent answered HTTP 403 not_allowed"),
+        ("garbage", "agent_unreachable", "not a pullcheck agent's answer"),
+    ],
+)
+async def test_an_agent_that_refuses_or_answers_garbage_fails_the_pull_with_why(
+    tmp_path: Path, answer: str, cause: str, says: str
+) -> None:
+    agent = ReplayAgent("node-1", {**READY, "/v1/prepull": answer})
+    target = AgentTarget("node-1.test", 8479, node="node-1")
+    status = await _run_until(tmp_path, {"node-1.test:8479": agent}, [target])
+    failed = {item.image: item for item in status.nodes}[MISSING]
+    assert failed.phase is Phase.FAILED and failed.cause == cause
+    assert says in failed.summary and failed.remedy
+
+
+async def test_a_node_whose_agent_is_down_waits_with_the_reason(tmp_path: Path) -> None:
+    up = ReplayAgent("node-1", {**READY, "/v1/prepull": "prepull-good"})
+    targets = [
+        AgentTarget("node-1.test", 8479, node="node-1"),
+        AgentTarget("127.0.0.1", free_port(), node="node-down"),
+    ]
+
+    def node_1_done_and_node_down_explained(status: JobStatus) -> bool:
+        by_node = {item.node: item for item in status.nodes}
+        return (
+            not status.running
+            and status.images_ready == 2
+            and "node-down" in by_node
+            and by_node["node-down"].cause is not None
+        )
+
+    agents = {"node-1.test:8479": up}
+    status = await _run_until(tmp_path, agents, targets, node_1_done_and_node_down_explained)
+    assert status.images_total == 4 and status.wave["pending"] == 2
+    waiting = [item for item in status.nodes if item.node == "node-down"]
+    assert [item.phase for item in waiting] == [Phase.PENDING, Phase.PENDING]
+    for item in waiting:
+        assert item.cause == "agent_unreachable" and item.attempts == 0
+        assert item.summary.startswith("/readyz: ") and "spec.nodeName=node-down" in item.remedy
