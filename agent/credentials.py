@@ -78,24 +78,6 @@ class Credential:
 
     __str__ = __repr__
 
-    @property
-    def has_secret(self) -> bool:
-        """Whether a password or identity token is set (without revealing either)."""
-        return bool(self.password or self.identity_token)
-
-    def auth_config(self) -> dict[str, str]:
-        """The non-empty CRI ``AuthConfig`` fields (``username``, ``password``, ``identity_token``).
-
-        ``server_address`` is deliberately never set: containerd drops credentials whose
-        server address differs from the host it authenticates against.
-        """
-        fields = {
-            "username": self.username,
-            "password": self.password,
-            "identity_token": self.identity_token,
-        }
-        return {name: value for name, value in fields.items() if value}
-
 
 # --- crictl flags ---------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ __all__ = [
     "KEYRING_KEY",
     "LEGACY_DOMAIN",
     "OFFICIAL_PREFIX",
-    "api_host",
     "canonical",
     "is_hub",
     "is_hub_api",
@@ -38,11 +37,6 @@ def canonical(host: str) -> str:
     """``host`` as containerd names a registry: ``index.docker.io``/``docker.io`` (any case) →
     ``docker.io``; anything else unchanged."""
     return DOMAIN if host.lower() in (DOMAIN, LEGACY_DOMAIN) else host
-
-
-def api_host(domain: str) -> str:
-    """The host serving ``domain``'s registry API (Docker Hub: ``registry-1.docker.io``)."""
-    return API_HOST if is_hub(domain) else domain
 
 
 def is_hub_api(domain: str, netloc: str) -> bool:

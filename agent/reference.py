@@ -126,21 +126,6 @@ class Reference:
         return f"{self.domain}/{self.path}"
 
     @property
-    def familiar_name(self) -> str:
-        """The repository name as ``docker images`` shows it: ``nginx``, ``user/app``."""
-        if not dockerhub.is_hub(self.domain):
-            return self.name
-        remainder = self.path.removeprefix(dockerhub.OFFICIAL_PREFIX)
-        if remainder != self.path and "/" not in remainder:
-            return remainder
-        return self.path
-
-    @property
-    def familiar(self) -> str:
-        """Shortest equivalent form (distribution's ``FamiliarString``), tag and digest as given."""
-        return self.familiar_name + self._suffix(self.tag, self.digest)
-
-    @property
     def normalized(self) -> str:
         """containerd's ``ParseDockerRef`` form: ``:latest`` added, tag dropped when digested."""
         if self.digest:
@@ -157,11 +142,6 @@ class Reference:
             return f"{self.original}:{_DEFAULT_TAG}"
         return self.original
 
-    def normalize(self) -> Reference:
-        """The reference :attr:`normalized` describes, as a :class:`Reference`."""
-        tag = None if self.digest else (self.tag or _DEFAULT_TAG)
-        return Reference(self.domain, self.path, tag, self.digest, self.normalized)
-
     def __str__(self) -> str:
         return self.normalized
 
@@ -173,11 +153,6 @@ class Reference:
         return self.domain
 
     @property
-    def api_host(self) -> str:
-        """The host the registry API is served from (Docker Hub: ``registry-1.docker.io``)."""
-        return dockerhub.api_host(self.domain)
-
-    @property
     def hostname(self) -> str:
         """The domain without port; IPv6 literals without brackets."""
         return _split_domain(self.domain)[0]
@@ -186,10 +161,6 @@ class Reference:
     def port(self) -> int | None:
         """The explicit port of the domain, ``None`` when absent."""
         return _split_domain(self.domain)[1]
-
-    @property
-    def is_docker_hub(self) -> bool:
-        return dockerhub.is_hub(self.domain)
 
     @property
     def object(self) -> str:

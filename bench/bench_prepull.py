@@ -50,7 +50,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.cluster.prepull.models import Job, Pacing, Phase
-from agent.cluster.prepull.scheduler import RegistryLimits, run_job
+from agent.cluster.prepull.registry_caps import RegistryCaps
+from agent.cluster.prepull.scheduler import run_job
 from agent.node.models import PullOutcome
 from tests.virtualtime import run_virtual
 
@@ -196,11 +197,11 @@ def make_job(cap: int) -> Job:
 
 async def _rolling(job: Job, executor: SimExecutor) -> tuple[float, int, int]:
     loop = asyncio.get_running_loop()
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     start = loop.time()
-    statuses = await run_job(job, list(executor.nodes), executor, registry_limits=limits)
+    statuses = await run_job(job, list(executor.nodes), executor, registry_caps=caps)
     done = sum(1 for s in statuses.values() if s.phase is Phase.DONE)
-    return loop.time() - start, limits.peak(HOST), done
+    return loop.time() - start, caps.peak(HOST), done
 
 
 async def _barrier(job: Job, executor: SimExecutor) -> tuple[float, int, int]:

@@ -16,10 +16,11 @@ from fastapi import FastAPI
 
 from agent import __version__
 from agent.cluster.leader import while_leading
-from agent.cluster.routes import agents, connectivity, health, metrics, openapi, prepull, pulltest
+from agent.cluster.routes import agents, connectivity, health, prepull, pulltest
 from agent.cluster.state import AggregatorState
 from agent.service.dependencies import install_service
 from agent.service.metrics import monitor_event_loop_lag
+from agent.service.observability import observability_router
 
 __all__ = ["AggregatorState", "create_aggregator_app"]
 
@@ -67,8 +68,10 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,  # served by agent.cluster.routes.openapi, behind the token
+        openapi_url=None,  # served by agent.service.observability, behind the token
     )
-    for routes in (health, openapi, metrics, agents, pulltest, prepull, connectivity):
+    app.include_router(health.router)
+    app.include_router(observability_router(rate_limit_schema=True))
+    for routes in (agents, pulltest, prepull, connectivity):
         app.include_router(routes.router)
     return install_service(app, state, state.settings.limits)

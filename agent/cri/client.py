@@ -207,7 +207,11 @@ def _image_info(image: v1.Image) -> ImageInfo:
 
 
 def _auth_config(credential: Credential) -> v1.AuthConfig | None:
-    """The AuthConfig kubelet/crictl would send; None if the credential holds nothing."""
+    """The AuthConfig kubelet/crictl would send; None if the credential holds nothing.
+
+    ``server_address`` is deliberately never set: containerd drops credentials whose server
+    address differs from the host it authenticates against.
+    """
     if not (credential.username or credential.password or credential.identity_token):
         return None
     return v1.AuthConfig(

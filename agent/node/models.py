@@ -7,8 +7,9 @@ boundary validate one schema. Answers reuse the engine's models (``PullTestResul
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Final, Literal
 
+from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.cri import FilesystemUsage, ImageInfo, RuntimeStatus, RuntimeVersion
@@ -23,7 +24,10 @@ __all__ = [
     "PullTestBody",
     "ReadyAnswer",
     "RuntimeAnswer",
+    "pulltest_query",
 ]
+
+_IMAGE_LENGTH: Final = 1024  # characters of an image reference in a request
 
 
 class PullTestBody(BaseModel):
@@ -31,7 +35,7 @@ class PullTestBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(min_length=1, max_length=1024)
+    image: str = Field(min_length=1, max_length=_IMAGE_LENGTH)
     mode: Literal["pull", "resolve"] | None = None
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     creds: str | None = Field(default=None, description="USER[:PASS], as crictl --creds")
@@ -41,12 +45,22 @@ class PullTestBody(BaseModel):
     )
 
 
+async def pulltest_query(
+    image: Annotated[str, Query(min_length=1, max_length=_IMAGE_LENGTH)],
+    mode: Annotated[Literal["pull", "resolve"] | None, Query()] = None,
+    timeout: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+) -> PullTestBody:
+    """``GET /v1/pulltest``'s query parameters, on the agent and the aggregator alike (a FastAPI
+    dependency): the test of a :class:`PullTestBody` without credentials, under its rules."""
+    return PullTestBody(image=image, mode=mode, timeout=timeout)
+
+
 class PrepullBody(BaseModel):
     """``POST /v1/prepull`` on an agent: one image of a pre-pull job."""
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str = Field(min_length=1, max_length=1024)
+    image: str = Field(min_length=1, max_length=_IMAGE_LENGTH)
     policy: Literal["IfNotPresent", "Always"] = "IfNotPresent"
     timeout: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     docker_config: dict[str, Any] | str | None = None

@@ -102,14 +102,6 @@ class PullTestRunner:
         self._on_change = on_change or (lambda _active, _waiting: None)
         self.fresh_runs = 0  # tests actually executed (for tests and benchmarks)
 
-    @property
-    def active(self) -> int:
-        return self._active
-
-    @property
-    def waiting(self) -> int:
-        return self._waiting
-
     def cached(self, key: TestKey) -> tuple[PullTestResult, bytes] | None:
         done = self._cache.get(key) if self._cache is not None else None
         return None if done is None else (done.result, done.body)

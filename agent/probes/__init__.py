@@ -59,7 +59,6 @@ __all__ = [
     "probe_endpoint",
     "probe_http",
     "probe_manifest",
-    "probe_registry",
     "probe_tcp",
     "probe_tls",
     "probe_token",
@@ -260,11 +259,6 @@ class RegistryProbe:
 
     def so_far(self, cause: Cause, reason: str) -> list[EndpointReport]:
         return [chain.so_far(cause, reason) for chain in self.chains]
-
-
-async def probe_registry(endpoints: Sequence[Endpoint], ctx: ProbeContext) -> list[EndpointReport]:
-    """Probe every endpoint concurrently (each with its own state); reports in input order."""
-    return await RegistryProbe(endpoints, ctx).run()
 
 
 def _success_summary(report: EndpointReport, note: str) -> str:

@@ -2,9 +2,10 @@
 rules, the per-client rate limit, and JSON bodies read after the token.
 
 Generic over the state an app keeps on ``app.state`` (:class:`ServiceState`: ``auth``,
-``limiter`` and an ``on_rejected(path, kind)`` hook told of every refusal made here or by the
-request guard, for metrics); :func:`install_service` puts it there with the error handlers and
-the guard.
+``limiter``, ``metrics`` and an ``on_rejected(path, kind)`` hook told of every refusal made here
+or by the request guard, for metrics); :func:`install_service` puts it there with the error
+handlers and the guard. :func:`protected_router` builds a router behind the token whose schema
+documents what these dependencies refuse with.
 
 **Auth is in one place**, :func:`require_token` — ``Security(HTTPBearer(auto_error=False))``
 checked with :class:`~agent.service.auth.TokenAuth` — declared on the routers that need it
@@ -27,11 +28,11 @@ from __future__ import annotations
 
 import email.message
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Annotated, Any, Final, Generic, Protocol, TypeVar, runtime_checkable
 
-from fastapi import Depends, FastAPI, Request, Security, params
+from fastapi import APIRouter, Depends, FastAPI, Request, Security, params
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -40,8 +41,9 @@ from pydantic import BaseModel, ValidationError
 
 from agent.service.auth import CHALLENGE, TokenAuth
 from agent.service.config import Limits
-from agent.service.errors import ApiError, install_error_handlers, shown
+from agent.service.errors import ApiError, error_responses, install_error_handlers, shown
 from agent.service.guard import CLOSE, install_guard
+from agent.service.metrics import ServiceMetrics
 from agent.service.ratelimit import RateLimiter
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "checked_query",
     "client_of",
     "install_service",
+    "protected_router",
     "rate_limit",
     "require_token",
     "single_valued_query",
@@ -78,6 +81,10 @@ class ServiceState(Protocol):
 
     @property
     def limiter(self) -> RateLimiter: ...
+
+    @property
+    def metrics(self) -> ServiceMetrics:
+        """What ``/metrics`` renders (:mod:`agent.service.observability`)."""
 
     def on_rejected(self, path: str, kind: str) -> None:
         """Told of each refusal by the guard or a dependency here (a metric, say)."""
@@ -214,6 +221,24 @@ PROTECTED: Final[list[params.Depends]] = [Security(require_token), Depends(check
 RATE_LIMITED: Final[params.Depends] = Depends(rate_limit)
 #: the dependencies of a public route (health)
 PUBLIC: Final[list[params.Depends]] = [Depends(single_valued_query)]
+
+
+def protected_router(
+    *tags: str,
+    rate_limited: bool = True,
+    errors: Iterable[int] = (),
+    responses: Mapping[int | str, dict[str, Any]] | None = None,
+) -> APIRouter:
+    """A router whose routes need the token (:data:`PROTECTED`) and count against the client's
+    rate (:data:`RATE_LIMITED`, unless ``rate_limited`` is false). Its schema documents what those
+    refuse with (400, 401, and 429 when rate limited), the routes' own ``errors`` (statuses of
+    :class:`~agent.service.errors.ErrorAnswer`) and ``responses``, which win over both."""
+    statuses = {400, 401, *errors} | ({429} if rate_limited else set())
+    return APIRouter(
+        tags=list(tags),
+        dependencies=[*PROTECTED, RATE_LIMITED] if rate_limited else PROTECTED,
+        responses={**error_responses(*sorted(statuses)), **(responses or {})},
+    )
 
 
 # --- bodies -------------------------------------------------------------------------------------

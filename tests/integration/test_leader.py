@@ -211,6 +211,10 @@ def test_a_follower_forwards_job_status_and_run_now_to_the_leader(
     assert one["leader"] == leader and one["images_total"] == NODES * IMAGES
     missing = started[follower].client().get("/v1/prepull/jobs/nope")
     assert missing.status_code == 404 and missing.json()["leader"] == leader
+    # a name is forwarded as the one path segment it was, whatever it holds
+    odd = started[follower].client().get("/v1/prepull/jobs/no%20such%3Fjob%25")
+    assert odd.status_code == 404 and odd.json()["forwarded_by"] == follower
+    assert odd.json()["message"] == "no pre-pull job named 'no such?job%'"
     # the follower's token check still applies before anything is forwarded
     assert started[follower].client(token="wrong").get("/v1/prepull/jobs").status_code == 401
     run = started[follower].client().post("/v1/prepull/jobs/wave/run")

@@ -22,7 +22,7 @@ from agent.models import (
     TlsEvidence,
     TokenEvidence,
 )
-from agent.probes import ProbeContext, probe_endpoint, probe_http, probe_registry
+from agent.probes import ProbeContext, RegistryProbe, probe_endpoint, probe_http
 from lab.info import LabInfo
 from lab.layout import SERVER_CERT_IPS, SERVER_CERT_NAMES, TLS_PORT
 from tests.unit.test_probes_support import (
@@ -76,9 +76,9 @@ def _manifest(report: EndpointReport) -> ManifestEvidence:
 
 
 async def test_ok_plain(lab: LabInfo, tmp_path: Path) -> None:
-    reports = await probe_registry(
+    reports = await RegistryProbe(
         _endpoints(lab, "plain"), _ctx(lab, tmp_path, lab.images["good"])
-    )
+    ).run()
     assert reports and all(r.success for r in reports), [r.summary for r in reports]
     report = reports[-1]
     assert [p.probe for p in report.probes] == ["dns", "tcp", "http", "manifest"]
@@ -241,7 +241,9 @@ async def test_mirror_endpoint_list(lab: LabInfo, tmp_path: Path) -> None:
         (f"http://{registry}/v2", "upstream", ""),
     ]
     assert all(e.config_file.endswith("hosts.toml") for e in endpoints)
-    mirror, upstream = await probe_registry(endpoints, _ctx(lab, tmp_path, lab.images["mirrored"]))
+    mirror, upstream = await RegistryProbe(
+        endpoints, _ctx(lab, tmp_path, lab.images["mirrored"])
+    ).run()
     assert mirror.cause == Cause.CONNECTION_REFUSED
     assert upstream.success, upstream.summary
 

@@ -560,6 +560,24 @@ async def test_bad_pull_test_requests_are_refused_before_any_agent_is_asked(
     assert agents["node-1.test:8479"].seen == []
 
 
+async def test_the_rate_limit_spares_metrics_but_not_the_schema(tmp_path: Path) -> None:
+    agents = _agents(node_1=PULL_GOOD)
+    plain = _settings(tmp_path, _static(agents))
+    limits = plain.limits.model_copy(update={"rate_limit_per_minute": 1, "rate_limit_burst": 1})
+    state = AggregatorState(plain.model_copy(update={"limits": limits}), transport=Agents(agents))
+    transport = httpx.ASGITransport(create_aggregator_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url="http://aggregator") as client:
+        try:
+            first = await client.get("/v1/agents", headers=AUTH)
+            schema = await client.get("/openapi.json", headers=AUTH)
+            scrapes = [await client.get("/metrics", headers=AUTH) for _ in range(3)]
+        finally:
+            await state.close()
+    assert first.status_code == 200
+    assert schema.status_code == 429 and schema.json()["error"] == "rate_limited"
+    assert [reply.status_code for reply in scrapes] == [200, 200, 200]
+
+
 async def test_a_parameter_twice_and_a_bad_body_are_400_without_echoing_values(
     tmp_path: Path,
 ) -> None:

@@ -89,17 +89,6 @@ def test_credential_repr_and_str_hide_secrets() -> None:
         assert "--creds" in text
         assert "<redacted>" in text
         assert_no_secret(text)
-    assert credential.has_secret
-    assert not Credential("bob").has_secret
-
-
-def test_credential_auth_config_fields() -> None:
-    assert Credential("alice", "pw", source="x").auth_config() == {
-        "username": "alice",
-        "password": "pw",
-    }
-    assert Credential(identity_token="tok").auth_config() == {"identity_token": "tok"}
-    assert Credential().auth_config() == {}
 
 
 # --- crictl --creds / --auth -------------------------------------------------------------------

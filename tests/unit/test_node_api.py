@@ -333,10 +333,11 @@ async def test_the_rate_limit_is_429_with_retry_after_and_counted(tmp_path: Path
         assert int(limited.headers["retry-after"]) >= 1
         unauthenticated = await http.get("/v1/images")
         assert unauthenticated.status_code == 401  # the token first: no bucket spent or told
-        # health, metrics and pre-pulls are not rate limited
+        # health, metrics, the schema and pre-pulls are not rate limited
         assert (await http.get("/healthz")).status_code == 200
         for _ in range(3):
             assert (await http.get("/metrics", headers=AUTH)).status_code == 200
+            assert (await http.get("/openapi.json", headers=AUTH)).status_code == 200
     assert value(state.metrics, "pullcheck_pulltest_requests_total", outcome="rejected") == 1
 
 
@@ -418,7 +419,7 @@ async def test_identical_tests_at_once_share_one_run(tmp_path: Path) -> None:
                     and registry.connections >= 1
                 )
             )
-            assert state.runner.fresh_runs == 0 and state.runner.active == 1
+            assert state.runner.fresh_runs == 0
             registry.release()
             replies = await asyncio.gather(*tasks)
     assert [r.status_code for r in replies] == [200] * 5
@@ -448,14 +449,19 @@ async def test_a_result_is_reused_for_the_ttl_only(tmp_path: Path, ttl: int, run
 
 async def test_a_full_queue_is_429_with_retry_after(tmp_path: Path) -> None:
     state = agent(tmp_path, pull_concurrency=1, pull_queue=0, result_ttl=0)
-    async with Registry.running() as registry, serving(state) as http:
+    async with (
+        Registry.running() as registry,
+        Registry.running() as other,
+        serving(state) as http,
+    ):
         busy = asyncio.create_task(pulltest(http, registry.image("slow"), "pull"))
         with all_finished([busy]):
-            await until(lambda: state.runner.active == 1)
-            full = await pulltest(http, registry.image("other"), "pull")
-            resolve = asyncio.create_task(pulltest(http, registry.image("other"), "resolve"))
-            await until(lambda: state.runner.active == 2)  # resolves have their own lane
+            await until(lambda: registry.connections >= 1)  # the only pull slot is taken
+            full = await pulltest(http, other.image("other"), "pull")
+            resolve = asyncio.create_task(pulltest(http, other.image("other"), "resolve"))
+            await until(lambda: other.connections >= 1)  # resolves have their own lane
             registry.release()
+            other.release()
             done, resolved = await busy, await resolve
     assert full.status_code == 429, full.text
     assert error_of(full)["error"] == "queue_full" and int(full.headers["retry-after"]) >= 1

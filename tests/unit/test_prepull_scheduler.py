@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from agent.cluster.prepull.models import Backoff, Job, NodeImageStatus, Pacing, Phase
+from agent.cluster.prepull.registry_caps import RegistryCaps
 from agent.cluster.prepull.scheduler import (
     DEFAULT_RATELIMIT_WINDOW,
     WATCHDOG_GRACE,
     JobRun,
     RealClock,
-    RegistryLimits,
     run_job,
     start_delay,
 )
@@ -43,6 +43,16 @@ Plan = Callable[[str, str, int], tuple[float, PullOutcome]]
 
 def now() -> float:
     return asyncio.get_running_loop().time()
+
+
+def assert_idle(caps: RegistryCaps, *hosts: str) -> None:
+    """No slot of ``hosts`` is held and no job waits for one: a newcomer with a cap of one gets
+    a slot, and gets it again after giving it back (a waiting job would be handed it)."""
+    newcomer = object()
+    for host in hosts:
+        for _ in range(2):
+            assert caps.try_acquire(host, 1, newcomer), host
+            caps.release(host)
 
 
 def make_job(
@@ -232,39 +242,39 @@ def test_registry_cap_per_host_within_a_job() -> None:
     images = [f"{REG_A}/x:1", f"{REG_B}/y:1"]
     job = make_job(images, per_registry=1)
     fake = FakeExecutor()
-    limits = RegistryLimits()
+    caps = RegistryCaps()
 
-    _, took = simulate(timed(run_job(job, nodes(4), fake, registry_limits=limits)))
+    _, took = simulate(timed(run_job(job, nodes(4), fake, registry_caps=caps)))
 
     assert fake.peak_hosts == {REG_A: 1, REG_B: 1}
-    assert limits.peak(REG_A) == limits.peak(REG_B) == 1
+    assert caps.peak(REG_A) == caps.peak(REG_B) == 1
     # both registries busy at once: a node passes over a full registry for its next image
     assert took == pytest.approx(4.0)
-    assert limits.in_flight(REG_A) == limits.in_flight(REG_B) == 0
+    assert_idle(caps, REG_A, REG_B)
 
 
 def test_registry_cap_holds_across_two_jobs() -> None:
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     fake = FakeExecutor()
     a = make_job(name="a", per_registry=3)
     b = make_job([f"{REG_A}/other:1"], name="b", per_registry=3)
 
     async def both() -> None:
         await asyncio.gather(
-            run_job(a, nodes(10), fake, registry_limits=limits),
-            run_job(b, nodes(10), fake, registry_limits=limits),
+            run_job(a, nodes(10), fake, registry_caps=caps),
+            run_job(b, nodes(10), fake, registry_caps=caps),
         )
 
     simulate(both())
 
     assert fake.peak_hosts[REG_A] == 3  # not 6: one counter for the registry
-    assert limits.peak(REG_A) == 3
+    assert caps.peak(REG_A) == 3
     assert len(fake.calls) == 20
-    assert limits.in_flight(REG_A) == 0
+    assert_idle(caps, REG_A)
 
 
 def test_jobs_with_different_caps_share_one_counter() -> None:
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     seen_by_small: list[int] = []
 
     def watch(call: Call, active: list[Call]) -> None:
@@ -280,8 +290,8 @@ def test_jobs_with_different_caps_share_one_counter() -> None:
 
     async def both() -> None:
         await asyncio.gather(
-            run_job(big, nodes(8), fake, registry_limits=limits),
-            run_job(small, nodes(4), fake, registry_limits=limits),
+            run_job(big, nodes(8), fake, registry_caps=caps),
+            run_job(small, nodes(4), fake, registry_caps=caps),
         )
 
     simulate(both())
@@ -297,34 +307,34 @@ def test_jobs_with_different_caps_share_one_counter() -> None:
 
 
 def test_caps_hold_when_slots_free_together() -> None:
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     fake = FakeExecutor()  # every pull takes 1 s: four slots free at the same instant
     big = make_job(name="big", per_registry=4)
     small = make_job([f"{REG_A}/other:1"], name="small", per_registry=2)
 
     async def both() -> None:
         await asyncio.gather(
-            run_job(big, nodes(8), fake, registry_limits=limits),
-            run_job(small, nodes(4), fake, registry_limits=limits),
+            run_job(big, nodes(8), fake, registry_caps=caps),
+            run_job(small, nodes(4), fake, registry_caps=caps),
         )
 
     simulate(both())
 
-    assert fake.peak_hosts[REG_A] == limits.peak(REG_A) == 4
+    assert fake.peak_hosts[REG_A] == caps.peak(REG_A) == 4
     assert len(fake.calls) == 12
-    assert limits.in_flight(REG_A) == 0
+    assert_idle(caps, REG_A)
 
 
 def test_a_freed_slot_goes_to_the_job_that_waited() -> None:
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     fake = FakeExecutor()
     a = make_job(name="a", per_registry=1)
     b = make_job([f"{REG_A}/other:1"], name="b", per_registry=1)
 
     async def both() -> None:
         await asyncio.gather(
-            run_job(a, nodes(4), fake, registry_limits=limits),
-            run_job(b, nodes(4), fake, registry_limits=limits),
+            run_job(a, nodes(4), fake, registry_caps=caps),
+            run_job(b, nodes(4), fake, registry_caps=caps),
         )
 
     simulate(both())
@@ -334,42 +344,46 @@ def test_a_freed_slot_goes_to_the_job_that_waited() -> None:
 
 
 def test_operator_ceiling_lowers_a_job_cap() -> None:
-    limits = RegistryLimits(ceilings={REG_A: 2})
+    caps = RegistryCaps(ceilings={REG_A: 2})
     fake = FakeExecutor()
 
-    simulate(run_job(make_job(per_registry=50), nodes(6), fake, registry_limits=limits))
+    simulate(run_job(make_job(per_registry=50), nodes(6), fake, registry_caps=caps))
 
     assert fake.peak_hosts[REG_A] == 2
-    assert limits.cap(REG_A, 50) == 2
-    assert limits.cap(REG_B, 50) == 50
+    assert caps.cap(REG_A, 50) == 2
+    assert caps.cap(REG_B, 50) == 50
 
 
-def test_limits_reject_bad_ceiling_and_unbalanced_release() -> None:
+def test_caps_reject_bad_ceiling_and_unbalanced_release() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        RegistryLimits(ceilings={REG_A: 0})
-    limits = RegistryLimits()
+        RegistryCaps(ceilings={REG_A: 0})
+    caps = RegistryCaps()
     with pytest.raises(RuntimeError, match="without a slot"):
-        limits.release(REG_A)
+        caps.release(REG_A)
 
 
 def test_handover_respects_the_waiting_job_cap() -> None:
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     woken: list[str] = []
-    big, small = object(), object()
+    big, small, other = object(), object(), object()
     for _ in range(3):
-        assert limits.try_acquire(REG_A, 3, big)
-    assert not limits.try_acquire(REG_A, 2, small)
-    limits.wait(REG_A, 2, small, lambda: woken.append("small"))
-    assert limits.waiting(small) == {REG_A}
+        assert caps.try_acquire(REG_A, 3, big)
+    assert not caps.try_acquire(REG_A, 2, small)
+    caps.wait(REG_A, 2, small, lambda: woken.append("small"))
 
-    limits.release(REG_A)  # 2 left in flight: not below the small job's cap of 2
+    caps.release(REG_A)  # 2 left in flight: not below the small job's cap of 2
     assert woken == []
-    assert limits.in_flight(REG_A) == 2
-    limits.release(REG_A)  # 1 left: the slot is handed to the small job
+    assert not caps.try_acquire(REG_A, 2, small)
+    caps.release(REG_A)  # 1 left: the slot is handed to the small job
     assert woken == ["small"]
-    assert limits.in_flight(REG_A) == 2  # counted, reserved for it
-    assert limits.try_acquire(REG_A, 2, small)
-    assert limits.waiting(small) == set()
+    # counted, reserved for it: a job with a cap of 3 gets one more slot, not two
+    assert caps.try_acquire(REG_A, 3, other)
+    assert not caps.try_acquire(REG_A, 3, other)
+    assert caps.try_acquire(REG_A, 2, small)  # the reserved slot, over its cap
+    for _ in range(3):  # big's, other's and small's
+        caps.release(REG_A)
+    assert woken == ["small"]  # served: it left the queue
+    assert_idle(caps, REG_A)
 
 
 # --- retries ---------------------------------------------------------------------------------
@@ -650,13 +664,13 @@ def test_ratelimit_pauses_the_registry_until_the_window_ends() -> None:
     low = PullOutcome(ok=True, ratelimit_remaining=3, ratelimit_window=120)
     high = PullOutcome(ok=True, ratelimit_remaining=50, ratelimit_window=120)
     fake = FakeExecutor(plan=lambda n, i, a: (1.0, low if n == "n0" else high))
-    limits = RegistryLimits()
-    run = JobRun(job, nodes(4), fake, registry_limits=limits)
+    caps = RegistryCaps()
+    run = JobRun(job, nodes(4), fake, registry_caps=caps)
 
     async def main() -> tuple[dict[str, float], dict[str, str], dict[str, float]]:
         task = asyncio.create_task(run.run())
         await asyncio.sleep(50)
-        during = (run.paused_registries, run.paused_registries_rfc3339())
+        during = (run.paused_registries, caps.paused_rfc3339(job.name))
         await task
         return (*during, run.paused_registries)
 
@@ -705,15 +719,14 @@ def test_ratelimit_above_the_threshold_does_not_pause() -> None:
 
 
 def test_pauses_are_per_job() -> None:
-    limits = RegistryLimits()
-    limits.pause("a", REG_A, 100.0)
-    assert limits.paused("a", now=50.0) == {REG_A: 100.0}
-    assert limits.paused("b", now=50.0) == {}
-    assert limits.pause("a", REG_A, 80.0) == 100.0  # never shortened
-    assert limits.paused("a", now=100.0) == {}
-    limits.pause("a", REG_B, 10.0)
-    limits.clear_pauses("a")
-    assert limits.paused("a", now=0.0) == {}
+    caps = RegistryCaps()
+    caps.pause("a", REG_A, 100.0)
+    assert caps.paused("a", now=50.0) == {REG_A: 100.0}
+    assert caps.paused("b", now=50.0) == {}
+    assert caps.pause("a", REG_A, 80.0) == 100.0  # never shortened
+    assert caps.paused("a", now=100.0) == {}
+    caps.pause("a", REG_B, 10.0)
+    assert caps.paused("a", now=0.0) == {REG_B: 10.0}  # the expired one is gone
 
 
 # --- cancellation ----------------------------------------------------------------------------
@@ -722,9 +735,9 @@ def test_pauses_are_per_job() -> None:
 def test_cancellation_stops_pulls_in_flight_and_frees_slots() -> None:
     job = make_job(nodes=2)
     fake = FakeExecutor(plan=lambda n, i, a: (100.0, OK))
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     updates: list[NodeImageStatus] = []
-    run = JobRun(job, nodes(4), fake, registry_limits=limits, on_update=updates.append)
+    run = JobRun(job, nodes(4), fake, registry_caps=caps, on_update=updates.append)
 
     async def main() -> tuple[float, set[asyncio.Task[Any]]]:
         task = asyncio.create_task(run.run())
@@ -739,7 +752,7 @@ def test_cancellation_stops_pulls_in_flight_and_frees_slots() -> None:
     assert finished == 10.0
     assert leftovers == set()
     assert [c.cancelled for c in fake.calls] == [True, True]
-    assert limits.in_flight(REG_A) == 0
+    assert_idle(caps, REG_A)
     phases = {k[0]: s.phase for k, s in run.statuses.items()}
     assert phases == {
         "n0": Phase.FAILED,
@@ -753,8 +766,8 @@ def test_cancellation_stops_pulls_in_flight_and_frees_slots() -> None:
 
 
 def test_cancellation_right_after_start_frees_slots() -> None:
-    limits = RegistryLimits()
-    run = JobRun(make_job(), nodes(3), FakeExecutor(), registry_limits=limits)
+    caps = RegistryCaps()
+    run = JobRun(make_job(), nodes(3), FakeExecutor(), registry_caps=caps)
 
     async def main() -> None:
         task = asyncio.create_task(run.run())
@@ -765,20 +778,19 @@ def test_cancellation_right_after_start_frees_slots() -> None:
 
     simulate(main())
 
-    assert limits.in_flight(REG_A) == 0
-    assert limits.waiting(run) == set()
+    assert_idle(caps, REG_A)
 
 
 def test_cancelled_job_hands_its_slots_to_another_job() -> None:
-    limits = RegistryLimits()
+    caps = RegistryCaps()
     fake = FakeExecutor(plan=lambda n, i, a: (100.0, OK))
-    a = JobRun(make_job(name="a", per_registry=2), nodes(4), fake, registry_limits=limits)
+    a = JobRun(make_job(name="a", per_registry=2), nodes(4), fake, registry_caps=caps)
     b = make_job([f"{REG_A}/other:1"], name="b", per_registry=2)
 
     async def main() -> float:
         first = asyncio.create_task(a.run())
         await asyncio.sleep(1)
-        second = asyncio.create_task(run_job(b, nodes(2), fake, registry_limits=limits))
+        second = asyncio.create_task(run_job(b, nodes(2), fake, registry_caps=caps))
         await asyncio.sleep(1)
         first.cancel()
         await second

@@ -20,10 +20,10 @@ from agent.models import (
 )
 from agent.probes import (
     MANIFEST_ACCEPT,
+    RegistryProbe,
     probe_endpoint,
     probe_http,
     probe_manifest,
-    probe_registry,
     probe_token,
 )
 from tests.unit.test_probes_support import (
@@ -540,12 +540,12 @@ async def test_token_skipped_without_bearer(tmp_path: Path) -> None:
 # --- chain-wide properties ---------------------------------------------------------------------
 
 
-async def test_probe_registry_concurrent_in_order(tmp_path: Path, plain: RunningServer) -> None:
+async def test_registry_probe_concurrent_in_order(tmp_path: Path, plain: RunningServer) -> None:
     ctx = make_ctx(tmp_path, hosts=HOSTS, repository="pullcheck/good", tag_or_digest="1.0")
     dead = refused_port()
-    reports = await probe_registry(
+    reports = await RegistryProbe(
         [endpoint("mirror.pullcheck.test", dead, role="mirror"), endpoint(REG, plain.port)], ctx
-    )
+    ).run()
     assert [r.success for r in reports] == [False, True]
     assert reports[0].cause == Cause.CONNECTION_REFUSED
     assert reports[0].summary == f"TCP connect to mirror.pullcheck.test:{dead} (127.0.0.1) refused"

@@ -35,7 +35,8 @@ from agent.cluster.metrics import AggregatorMetrics
 from agent.cluster.models import failed_call, unreachable
 from agent.cluster.prepull.jobs import JobSource, next_run
 from agent.cluster.prepull.models import Job, JobFile, JobStatus, NodeImageStatus, Phase
-from agent.cluster.prepull.scheduler import RegistryLimits, run_job, start_delay
+from agent.cluster.prepull.registry_caps import RegistryCaps
+from agent.cluster.prepull.scheduler import run_job, start_delay
 from agent.cluster.readiness import AgentReadiness, AgentState
 from agent.node.models import PrepullBody, PullOutcome
 from agent.reference import parse
@@ -94,7 +95,7 @@ class PrepullCoordinator:
         self._label = label
         self.metrics = metrics
         self.rng = rng or random.Random()
-        self.limits = RegistryLimits()
+        self.caps = RegistryCaps()
         self.jobs: dict[str, _JobState] = {}
         self.discovered: dict[str, AgentTarget] = {}  # node name -> agent, every one listed
         self.known: dict[str, AgentTarget] = {}  # node name -> agent, ready at the latest tick
@@ -156,7 +157,7 @@ class PrepullCoordinator:
             last_finished=state.last_finished,
             images_total=total,
             images_ready=counts["done"],
-            paused_registries=self.limits.paused_rfc3339(job.name),
+            paused_registries=self.caps.paused_rfc3339(job.name),
             wave={**counts, "parallel_nodes": job.pacing.parallel_nodes(max(len(targets), 1))},
             nodes=entries,
         )
@@ -280,7 +281,7 @@ class PrepullCoordinator:
                 rng=self.rng,
                 statuses=state.statuses,
                 on_update=lambda item: self._updated(state, item),
-                registry_limits=self.limits,
+                registry_caps=self.caps,
             )
         finally:
             state.last_finished = _now_iso()

@@ -1,6 +1,6 @@
 """Per-registry concurrency shared by every pre-pull job run, and each job's rate-limit pauses.
 
-One :class:`RegistryLimits` lives in the aggregator and is passed to every job run, so the caps
+One :class:`RegistryCaps` lives in the aggregator and is passed to every job run, so the caps
 hold across jobs. See the class docstring for how jobs with different caps interact.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["RegistryLimits"]
+__all__ = ["RegistryCaps"]
 
 
 @dataclass
@@ -28,7 +28,7 @@ def _monotonic() -> float:
         return time.monotonic()
 
 
-class RegistryLimits:
+class RegistryCaps:
     """Pulls in flight per registry host, counted across all the job runs that share this object.
 
     **Caps of different jobs: per-job caps over one shared counter.** Each registry host has one
@@ -69,10 +69,6 @@ class RegistryLimits:
         self._pauses: dict[tuple[str, str], float] = {}  # (job, host) -> until, monotonic
 
     # --- observation ------------------------------------------------------------------------
-
-    def in_flight(self, host: str) -> int:
-        """Pulls from ``host`` in flight now (reserved hand-overs included)."""
-        return self._in_flight.get(host, 0)
 
     def peak(self, host: str) -> int:
         """The most pulls from ``host`` ever in flight at once through this object."""
@@ -133,10 +129,6 @@ class RegistryLimits:
             if not queue:
                 del self._queues[host]
 
-    def waiting(self, holder: object) -> set[str]:
-        """Hosts ``holder`` waits for (for tests and debugging)."""
-        return {host for host, queue in self._queues.items() if holder in queue}
-
     def return_grants(self, holder: object) -> None:
         """Release the slots handed to ``holder`` that it did not take (to the next in line)."""
         for key in [k for k in self._granted if k[1] is holder]:
@@ -184,7 +176,3 @@ class RegistryLimits:
             host: (wall + timedelta(seconds=until - when)).isoformat(timespec="seconds")
             for host, until in self.paused(job, when).items()
         }
-
-    def clear_pauses(self, job: str) -> None:
-        for key in [k for k in self._pauses if k[0] == job]:
-            del self._pauses[key]

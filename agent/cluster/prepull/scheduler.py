@@ -3,10 +3,10 @@
 Pure coordination, no HTTP: an :class:`Executor` performs one (node, image) pre-pull (the
 aggregator's executor asks the node's agent) and the scheduler decides the order and the pace::
 
-    run = JobRun(job, nodes, executor, registry_limits=shared_limits)
+    run = JobRun(job, nodes, executor, registry_caps=shared_caps)
     statuses = await run.run()          # or: await run_job(job, nodes, executor, ...)
     run.wave                            # {"pending": …, "pulling": …, "done": …, "failed": …}
-    shared_limits.paused_rfc3339(job.name)   # rate-limited registries -> resume time
+    shared_caps.paused_rfc3339(job.name)   # rate-limited registries -> resume time
 
 Rules, for every (node, image) pair not already DONE in ``statuses``:
 
@@ -18,7 +18,7 @@ Rules, for every (node, image) pair not already DONE in ``statuses``:
 * **Images** in the job's order on each node, except that an image which cannot start now (in
   back-off, its registry paused or full) is passed over for the node's next one.
 * **Registries.** At most ``pacing.per_registry`` pulls per registry host (the image's
-  ``registry_host``), counted across all jobs sharing one :class:`RegistryLimits` (see there for
+  ``registry_host``), counted across all jobs sharing one :class:`RegistryCaps` (see there for
   jobs with different caps and for fairness between jobs).
 * **Retries.** A failed pull is tried again after ``retries.delay(n)`` seconds, up to
   ``retries.attempts`` tries. Neither the node slot nor the registry slot is held during the
@@ -26,7 +26,7 @@ Rules, for every (node, image) pair not already DONE in ``statuses``:
 * **Rate limits.** An outcome with ``ratelimit_remaining`` below ``pacing.ratelimit_pause_below``
   (or a ``rate_limited`` failure without the header) pauses this job's new pulls from that
   registry for ``ratelimit_window`` seconds (60 s when unknown). Pulls in flight finish. The
-  pause lives in the shared :class:`RegistryLimits`, so the job's next run honours it too.
+  pause lives in the shared :class:`RegistryCaps`, so the job's next run honours it too.
 * **Phases.** PENDING → PULLING → DONE (ok or skipped) or, after the last try, FAILED with the
   outcome's cause, summary and remedy. Between tries the pair is PENDING again with the last
   failure's cause. ``started_at`` is stamped when a try starts, ``updated_at`` on every change
@@ -57,7 +57,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from agent.cluster.prepull.models import Job, NodeImageStatus, Phase
-from agent.cluster.prepull.registry_caps import RegistryLimits
+from agent.cluster.prepull.registry_caps import RegistryCaps
 from agent.models import Cause
 from agent.node.models import PullOutcome
 from agent.reference import parse
@@ -69,7 +69,6 @@ __all__ = [
     "Executor",
     "JobRun",
     "RealClock",
-    "RegistryLimits",
     "run_job",
     "start_delay",
 ]
@@ -148,13 +147,13 @@ class JobRun:
         clock: Clock | None = None,
         statuses: dict[tuple[str, str], NodeImageStatus] | None = None,
         on_update: Callable[[NodeImageStatus], None] | None = None,
-        registry_limits: RegistryLimits | None = None,
+        registry_caps: RegistryCaps | None = None,
         watchdog_grace: float = WATCHDOG_GRACE,
     ) -> None:
         self.job = job
         self.nodes = list(dict.fromkeys(nodes))
         self.parallel_nodes = job.pacing.parallel_nodes(len(self.nodes))
-        self.limits = registry_limits if registry_limits is not None else RegistryLimits()
+        self.caps = registry_caps if registry_caps is not None else RegistryCaps()
         self.statuses: dict[tuple[str, str], NodeImageStatus] = (
             statuses if statuses is not None else {}
         )
@@ -169,7 +168,7 @@ class JobRun:
         self._busy = 0
         self._timers: list[float] = []  # heap: ends of back-offs
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wanted: set[str] = set()  # hosts this run queues for in the limiter
+        self._wanted: set[str] = set()  # hosts this run queues for in the caps
         self._wake = asyncio.Event()
         self._error: BaseException | None = None
         self._counts = {phase: 0 for phase in Phase}
@@ -188,11 +187,7 @@ class JobRun:
     @property
     def paused_registries(self) -> dict[str, float]:
         """Registries this job is paused on: host -> resume time on the run's clock."""
-        return self.limits.paused(self.job.name, self._clock.now())
-
-    def paused_registries_rfc3339(self) -> dict[str, str]:
-        """As :attr:`paused_registries`, resume times in RFC 3339 UTC (``JobStatus`` form)."""
-        return self.limits.paused_rfc3339(self.job.name, self._clock.now())
+        return self.caps.paused(self.job.name, self._clock.now())
 
     # --- running ----------------------------------------------------------------------------
 
@@ -217,7 +212,7 @@ class JobRun:
                 if self._tasks:
                     await asyncio.gather(*self._tasks, return_exceptions=True)
             finally:
-                self.limits.give_back(self)
+                self.caps.give_back(self)
                 self.running = False
 
     def _prepare(self) -> None:
@@ -255,10 +250,10 @@ class JobRun:
             for position, item in enumerate(node.pending):
                 if item.not_before > now or item.host in blocked:
                     continue
-                if self.limits.paused_until(self.job.name, item.host, now) is not None:
+                if self.caps.paused_until(self.job.name, item.host, now) is not None:
                     blocked.add(item.host)
                     continue
-                if not self.limits.try_acquire(item.host, self.job.pacing.per_registry, self):
+                if not self.caps.try_acquire(item.host, self.job.pacing.per_registry, self):
                     blocked.add(item.host)
                     full.add(item.host)
                     continue
@@ -266,11 +261,11 @@ class JobRun:
                 self._start(item)
                 break
         for host in full:
-            self.limits.wait(host, self.job.pacing.per_registry, self, self._wake.set)
+            self.caps.wait(host, self.job.pacing.per_registry, self, self._wake.set)
         for host in self._wanted - full:
-            self.limits.stop_waiting(host, self)
+            self.caps.stop_waiting(host, self)
         self._wanted = full
-        self.limits.return_grants(self)  # slots handed to this run that this pass did not use
+        self.caps.return_grants(self)  # slots handed to this run that this pass did not use
 
     async def _idle(self) -> None:
         """Wait for a pull to end, a slot handed over, or the next back-off or pause to end."""
@@ -279,7 +274,7 @@ class JobRun:
         now = self._clock.now()
         while self._timers and self._timers[0] <= now:
             heapq.heappop(self._timers)
-        ends = list(self.limits.paused(self.job.name, now).values())
+        ends = list(self.caps.paused(self.job.name, now).values())
         if self._timers:
             ends.append(self._timers[0])
         alarm = asyncio.ensure_future(self._alarm(min(ends) - now)) if ends else None
@@ -311,7 +306,7 @@ class JobRun:
     def _pulled(self, task: asyncio.Task[None], item: _Item) -> None:
         """Always runs, even for a task cancelled before its first step: frees the slots."""
         self._tasks.discard(task)
-        self.limits.release(item.host)
+        self.caps.release(item.host)
         item.node.busy = False
         self._busy -= 1
         self._wake.set()
@@ -401,7 +396,7 @@ class JobRun:
             return
         window = outcome.ratelimit_window
         seconds = window if window is not None and window > 0 else DEFAULT_RATELIMIT_WINDOW
-        until = self.limits.pause(self.job.name, item.host, now + seconds)
+        until = self.caps.pause(self.job.name, item.host, now + seconds)
         log.warning(
             "prepull paused on a registry rate limit",
             extra={
@@ -444,7 +439,7 @@ async def run_job(
     rng: random.Random | None = None,
     statuses: dict[tuple[str, str], NodeImageStatus] | None = None,
     on_update: Callable[[NodeImageStatus], None] | None = None,
-    registry_limits: RegistryLimits | None = None,
+    registry_caps: RegistryCaps | None = None,
 ) -> dict[tuple[str, str], NodeImageStatus]:
     """Run ``job`` once over ``nodes`` (see :class:`JobRun`); return the statuses.
 
@@ -459,6 +454,6 @@ async def run_job(
         clock=clock,
         statuses=statuses,
         on_update=on_update,
-        registry_limits=registry_limits,
+        registry_caps=registry_caps,
     )
     return await run.run()

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from agent.cluster.models import AgentEntry, AgentList
 from agent.cluster.routes._state import State
-from agent.service.dependencies import PROTECTED, RATE_LIMITED
-from agent.service.errors import error_responses
+from agent.service.dependencies import protected_router
 
 __all__ = ["router"]
 
-router = APIRouter(
-    tags=["agents"],
-    dependencies=[*PROTECTED, RATE_LIMITED],
-    responses=error_responses(400, 401, 429),
-)
+router = protected_router("agents")
 
 
 @router.get("/v1/agents")

@@ -5,24 +5,17 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from fastapi import APIRouter
-
 from agent.cluster.fanout import fan_out
 from agent.cluster.models import ConnectivityMatrix, NodeFailure
 from agent.cluster.routes._state import State
 from agent.cluster.summary import connectivity_matrix
-from agent.service.dependencies import PROTECTED, RATE_LIMITED
-from agent.service.errors import error_responses
+from agent.service.dependencies import protected_router
 
 __all__ = ["router"]
 
 _DEADLINE: Final = 60.0  # seconds per node at most (an agent caches its probes)
 
-router = APIRouter(
-    tags=["connectivity"],
-    dependencies=[*PROTECTED, RATE_LIMITED],
-    responses=error_responses(400, 401, 429),
-)
+router = protected_router("connectivity")
 
 
 @router.get("/v1/connectivity")

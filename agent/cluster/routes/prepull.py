@@ -9,25 +9,24 @@ from __future__ import annotations
 from typing import Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Response
+from fastapi import Header, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from agent.cluster.forwarding import FORWARDED_BY
 from agent.cluster.models import ForwardedError, JobDetail, JobList, JobStarted
 from agent.cluster.routes._state import State
 from agent.cluster.state import AggregatorState
-from agent.service.dependencies import PROTECTED, RATE_LIMITED
-from agent.service.errors import ApiError, error_responses
+from agent.service.dependencies import protected_router
+from agent.service.errors import ApiError
 
 __all__ = ["router"]
 
 A = TypeVar("A", bound=BaseModel)
 
-router = APIRouter(
-    tags=["prepull"],
-    dependencies=[*PROTECTED, RATE_LIMITED],
+router = protected_router(
+    "prepull",
     responses={
-        **error_responses(400, 401, 429),
         503: {
             "model": ForwardedError,
             "description": "No replica leads the scheduled work (yet), or the leader gave no "
@@ -44,11 +43,13 @@ _NO_SUCH_JOB: Final[dict[int | str, dict[str, Any]]] = {
 
 
 @router.get("/v1/prepull/jobs", response_model=JobList)
-async def prepull_jobs(state: State, forwarded_by: ForwardedBy = None) -> JobList | Response:
+async def prepull_jobs(
+    state: State, request: Request, forwarded_by: ForwardedBy = None
+) -> JobList | Response:
     """Every warm-cache job with its schedule and progress (no per-node detail)."""
     coordinator = state.leading()
     if coordinator is None:
-        return await _forward(state, "GET", "/v1/prepull/jobs", JobList, forwarded_by)
+        return await _forward(state, request, JobList, forwarded_by)
     source = coordinator.source
     return JobList(
         jobs=coordinator.statuses(),
@@ -61,13 +62,12 @@ async def prepull_jobs(state: State, forwarded_by: ForwardedBy = None) -> JobLis
 
 @router.get("/v1/prepull/jobs/{name}", response_model=JobDetail, responses=_NO_SUCH_JOB)
 async def prepull_job(
-    state: State, name: str, forwarded_by: ForwardedBy = None
+    state: State, request: Request, name: str, forwarded_by: ForwardedBy = None
 ) -> JobDetail | Response:
     """One job, per node and image: phase, digest, duration, cause and remedy."""
     coordinator = state.leading()
     if coordinator is None:
-        path = f"/v1/prepull/jobs/{_segment(name)}"
-        return await _forward(state, "GET", path, JobDetail, forwarded_by)
+        return await _forward(state, request, JobDetail, forwarded_by)
     status = coordinator.status(name)
     if status is None:
         raise ApiError(404, "not_found", f"no pre-pull job named {name!r}")
@@ -84,13 +84,12 @@ async def prepull_job(
     },
 )
 async def prepull_run(
-    state: State, name: str, forwarded_by: ForwardedBy = None
+    state: State, request: Request, name: str, forwarded_by: ForwardedBy = None
 ) -> JobStarted | Response:
     """Run a job now (all its nodes), within its caps."""
     coordinator = state.leading()
     if coordinator is None:
-        path = f"/v1/prepull/jobs/{_segment(name)}/run"
-        return await _forward(state, "POST", path, JobStarted, forwarded_by)
+        return await _forward(state, request, JobStarted, forwarded_by)
     if name not in coordinator.jobs:
         raise ApiError(404, "not_found", f"no pre-pull job named {name!r}")
     if not coordinator.start(name):
@@ -99,19 +98,21 @@ async def prepull_run(
 
 
 async def _forward(
-    state: AggregatorState,
-    method: Literal["GET", "POST"],
-    path: str,
-    answer: type[A],
-    forwarded_by: str | None,
+    state: AggregatorState, request: Request, answer: type[A], forwarded_by: str | None
 ) -> Response:
-    """The leader's answer, with its status."""
+    """The leader's answer to the same request (``answer`` when it succeeded), with its
+    status."""
+    method: Literal["GET", "POST"] = "POST" if request.method == "POST" else "GET"
     status, passed = await state.leader_client.forward(
-        method, path, answer, forwarded_by=forwarded_by
+        method, _path_of(request), answer, forwarded_by=forwarded_by
     )
     return Response(passed.model_dump_json(), status, media_type="application/json")
 
 
-def _segment(value: str) -> str:
-    """``value`` as one URL path segment."""
-    return quote(value, safe="")
+def _path_of(request: Request) -> str:
+    """The path of the request's route with its parameters, each quoted as one segment."""
+    route = request.scope["route"]
+    if not isinstance(route, APIRoute):
+        raise TypeError("not a request routed to an API route")
+    segments = {name: quote(str(value), safe="") for name, value in request.path_params.items()}
+    return route.path_format.format(**segments)

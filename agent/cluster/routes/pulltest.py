@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Final, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from agent.cluster.fanout import fan_out
@@ -24,9 +24,9 @@ from agent.cluster.models import NodeEntry, PullTestAnswer, Summary, SummaryLine
 from agent.cluster.routes._state import State
 from agent.cluster.state import AggregatorState
 from agent.cluster.summary import failure_cause, summarize
-from agent.node.models import PullTestBody
-from agent.service.dependencies import PROTECTED, RATE_LIMITED, JsonBody, client_of
-from agent.service.errors import ApiError, ErrorAnswer, error_responses
+from agent.node.models import PullTestBody, pulltest_query
+from agent.service.dependencies import JsonBody, client_of, protected_router
+from agent.service.errors import ApiError, ErrorAnswer
 from agent.service.logs import log_event
 from agent.service.policy import check_test
 
@@ -41,16 +41,15 @@ _NODE_LABEL: Final = re.compile(r"^[A-Za-z0-9\[]([-A-Za-z0-9.:\[\]]{0,260}[A-Za-
 _NDJSON: Final = "application/x-ndjson"
 _BODY: Final = JsonBody(PullTestBody)
 
-router = APIRouter(
-    tags=["pulltest"],
-    dependencies=[*PROTECTED, RATE_LIMITED],
+router = protected_router(
+    "pulltest",
+    errors=[403],
     responses={
         200: {
             "description": "One summary and one entry per node; with `stream=ndjson`, one node "
             'entry per line as each node answers, then `{"summary": …}`.',
             "content": {_NDJSON: {"schema": {"type": "string"}}},
         },
-        **error_responses(400, 401, 403, 429),
         400: {
             "model": ErrorAnswer,
             "description": "Invalid input: the message names the parameter or field (never its "
@@ -73,14 +72,11 @@ Stream = Annotated[Literal["ndjson"] | None, Query(description="stream node entr
 async def get_pulltest(
     state: State,
     request: Request,
-    image: Annotated[str, Query(min_length=1, max_length=1024)],
-    mode: Annotated[Literal["pull", "resolve"] | None, Query()] = None,
-    timeout: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+    test: Annotated[PullTestBody, Depends(pulltest_query)],
     nodes: Nodes = None,
     stream: Stream = None,
 ) -> PullTestAnswer | StreamingResponse:
     """Test ``image`` on every node (or ``nodes=a,b``) and summarise."""
-    test = PullTestBody(image=image, mode=mode, timeout=timeout)
     return await _pulltest(state, request, test, nodes, stream, post=False)
 
 

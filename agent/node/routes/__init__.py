@@ -6,13 +6,14 @@ from typing import Final
 
 from fastapi import APIRouter
 
-from agent.node.routes import connectivity, health, observability, prepull, pulltest, runtime
+from agent.node.routes import connectivity, health, prepull, pulltest, runtime
+from agent.service.observability import observability_router
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: Final[tuple[APIRouter, ...]] = (
     health.router,
-    observability.router,
+    observability_router(rate_limit_schema=False),
     pulltest.router,
     prepull.router,
     connectivity.router,

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import Response
 
 from agent.node.models import ConnectivityAnswer
 from agent.node.routes._deps import AgentDep
-from agent.service.dependencies import PROTECTED, RATE_LIMITED
-from agent.service.errors import error_responses
+from agent.service.dependencies import protected_router
 
 __all__ = ["router"]
 
-router = APIRouter(
-    tags=["connectivity"],
-    dependencies=[*PROTECTED, RATE_LIMITED],
-    responses=error_responses(400, 401, 429),
-)
+router = protected_router("connectivity")
 
 
 @router.get("/v1/connectivity", response_model=ConnectivityAnswer)

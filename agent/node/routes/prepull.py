@@ -5,22 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from agent.node.models import PrepullBody, PullOutcome
 from agent.node.prepull import prepull_image
 from agent.node.routes._deps import RUNTIME_DOWN, AgentDep, credentials_of
-from agent.service.dependencies import PROTECTED, JsonBody
-from agent.service.errors import ApiError, error_responses
+from agent.service.dependencies import JsonBody, protected_router
+from agent.service.errors import ApiError
 from agent.service.policy import check_test
 
 __all__ = ["router"]
 
-router = APIRouter(
-    tags=["prepull"],
-    dependencies=PROTECTED,
-    responses={**error_responses(400, 401, 403, 413), **RUNTIME_DOWN},
-)
+router = protected_router("prepull", rate_limited=False, errors=[403, 413], responses=RUNTIME_DOWN)
 
 _BODY: Final = JsonBody(PrepullBody)
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Request, Response
 
 from agent.credentials import Credential, Keyring
 from agent.models import PullTestResult
-from agent.node.models import PullTestBody
+from agent.node.models import PullTestBody, pulltest_query
 from agent.node.routes._deps import AgentDep, credentials_of
 from agent.node.runner import QueueFull
 from agent.node.state import AgentState
-from agent.service.dependencies import PROTECTED, RATE_LIMITED, JsonBody, client_of
-from agent.service.errors import ApiError, ErrorAnswer, error_responses
+from agent.service.dependencies import JsonBody, client_of, protected_router
+from agent.service.errors import ApiError, ErrorAnswer
 from agent.service.logs import log_pulltest
 from agent.service.policy import check_test
 from agent.service.ratelimit import RateLimiter
@@ -26,11 +26,7 @@ __all__ = ["router"]
 
 log = logging.getLogger("pullcheck.agent")
 
-router = APIRouter(
-    tags=["pulltest"],
-    dependencies=[*PROTECTED, RATE_LIMITED],
-    responses=error_responses(400, 401, 403, 429),
-)
+router = protected_router("pulltest", errors=[403])
 
 _BODY: Final = JsonBody(PullTestBody)
 #: a guard stopped the pull before any download: the result says which (``refused``)
@@ -44,14 +40,10 @@ _ANSWERS: Final[dict[int | str, dict[str, Any]]] = {
 
 @router.get("/v1/pulltest", response_model=PullTestResult, responses=_ANSWERS)
 async def get_pulltest(
-    request: Request,
-    state: AgentDep,
-    image: Annotated[str, Query(min_length=1, max_length=1024)],
-    mode: Annotated[Literal["pull", "resolve"] | None, Query()] = None,
-    timeout: Annotated[float | None, Query(gt=0, allow_inf_nan=False)] = None,
+    request: Request, state: AgentDep, test: Annotated[PullTestBody, Depends(pulltest_query)]
 ) -> Response:
     """Run (or reuse) a pull test of ``image`` on this node."""
-    return await _pulltest(request, state, image, mode, timeout)
+    return await _pulltest(request, state, test)
 
 
 @router.post(
@@ -71,19 +63,17 @@ async def post_pulltest(
 ) -> Response:
     """Like GET, with credentials for this test only (never stored or returned)."""
     credential, keyring = credentials_of(body.creds, body.auth, body.docker_config)
-    return await _pulltest(request, state, body.image, body.mode, body.timeout, credential, keyring)
+    return await _pulltest(request, state, body, credential, keyring)
 
 
 async def _pulltest(
     request: Request,
     state: AgentState,
-    image: str,
-    mode: str | None,
-    timeout: float | None,
+    asked: PullTestBody,
     credential: Credential | None = None,
     keyring: Keyring | None = None,
 ) -> Response:
-    checked = check_test(state.settings, image, mode, timeout)
+    checked = check_test(state.settings, asked.image, asked.mode, asked.timeout)
     ref = checked.reference
     state.remember(ref.registry_host)
     test, key = state.test(ref, checked.mode, checked.timeout, credential, keyring, keep=False)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from agent.cri import CriClient
 from agent.node.models import ImagesAnswer, RuntimeAnswer
 from agent.node.routes._deps import RUNTIME_DOWN, AgentDep
-from agent.service.dependencies import PROTECTED, RATE_LIMITED
-from agent.service.errors import error_responses
+from agent.service.dependencies import protected_router
 
 __all__ = ["router"]
 
-router = APIRouter(
-    tags=["runtime"],
-    dependencies=[*PROTECTED, RATE_LIMITED],
-    responses={**error_responses(400, 401, 429), **RUNTIME_DOWN},
-)
+router = protected_router("runtime", responses=RUNTIME_DOWN)
 
 
 @router.get("/v1/images")
