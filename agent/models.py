@@ -234,9 +234,7 @@ class EndpointReport(_Model):
 def manifests(reports: list[EndpointReport], *, working: bool = False) -> list[ManifestEvidence]:
     """The manifest evidence of ``reports`` in the runtime's order (only endpoints that worked,
     with ``working``): the one walk endpoints → probes → manifest, for every reader."""
-    return [
-        r.manifest for r in reports if r.manifest is not None and (r.success or not working)
-    ]
+    return [r.manifest for r in reports if r.manifest is not None and (r.success or not working)]
 
 
 class Finding(_Model):

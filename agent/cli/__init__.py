@@ -2,38 +2,147 @@
 
 Exit codes: 0 success, 1 diagnosed failure, 2 invalid usage or input, 130 interrupted (Ctrl-C).
 With ``--json`` every outcome, usage errors included, prints exactly one JSON object on stdout.
+
+Start-up: the commands are a :class:`LazyGroup` (click's lazy-loading pattern). Each command's
+module is imported only when that command runs or shows its help; ``pullcheck --help`` lists
+them from :data:`COMMANDS` without importing any. A command module imports at top level only
+click and what parsing its options needs; the runtime client, the probes, the models, the
+servers and rich are imported by the callback (``tests/unit/test_cli_imports.py`` holds this).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NamedTuple, NoReturn
 
 import click
 
 from agent import __version__
 from agent.cli._options import EXIT_INTERRUPTED, EXIT_USAGE, CommandError
-from agent.cli._render import printable
-from agent.cli.agent import agent
-from agent.cli.aggregator import aggregator
-from agent.cli.cluster import cluster
-from agent.cli.images import images
-from agent.cli.prepull import prepull
-from agent.cli.probe import probe
-from agent.cli.pull import pull
-from agent.cli.runtime import runtime
+from agent.cli._printable import printable
 from agent.errors import InvalidInput
 
+__all__ = ["COMMANDS", "Lazy", "LazyGroup", "cli", "main"]
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class Lazy(NamedTuple):
+    """A command imported on first use: where it lives and the short help ``--help`` lists.
+
+    ``help`` is the first line of the command's docstring (a unit test keeps them equal).
+    """
+
+    target: str  # "package.module:attribute"
+    help: str
+
+
+class LazyGroup(click.Group):
+    """A group whose ``lazy`` commands are imported only when one is resolved.
+
+    Listing (``list_commands``, the group's ``--help``) reads the table and imports nothing;
+    ``get_command`` imports the one module asked for. Commands added with ``add_command`` (or
+    passed as ``commands``) work as in any click group.
+    """
+
+    def __init__(self, *args: Any, lazy: Mapping[str, Lazy] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, Lazy] = dict(lazy or {})
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = self.lazy.get(cmd_name)
+        if entry is None or cmd_name in self.commands:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = entry.target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{entry.target} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list, laid out by click itself, with stand-ins for the lazy commands."""
+        listed = {
+            name: self.commands.get(name) or click.Command(name, help=self.lazy[name].help)
+            for name in self.list_commands(ctx)
+        }
+        click.Group(self.name, commands=listed).format_commands(ctx, formatter)
+
+
+def _group(name: str, help_text: str, commands: Mapping[str, Lazy]) -> LazyGroup:
+    """A subcommand group: its help here, its commands imported on first use."""
+    return LazyGroup(name, help=help_text, lazy=commands)
+
+
+#: Every command: the one table the top-level listing, the groups and the test read.
+COMMANDS: Final[Mapping[str, Lazy | LazyGroup]] = {
+    "pull": Lazy(
+        "agent.cli.pull:pull",
+        "Pull IMAGE through the node's CRI runtime and name the cause of any failure.",
+    ),
+    "probe": Lazy(
+        "agent.cli.probe:probe",
+        "Probe DNS, TCP, TLS, /v2/, token and manifest for every endpoint of a registry.",
+    ),
+    "images": Lazy(
+        "agent.cli.images:images", "List images on this node (repo tags, digests, id, size)."
+    ),
+    "runtime": Lazy(
+        "agent.cli.runtime:runtime",
+        "Show the runtime's version, its conditions and the image filesystem usage.",
+    ),
+    "agent": Lazy(
+        "agent.cli.agent:agent",
+        "Serve pull tests, connectivity, images and runtime for this node over HTTP.",
+    ),
+    "aggregator": Lazy(
+        "agent.cli.aggregator:aggregator",
+        "Fan pull tests out to every agent and summarise, over HTTP.",
+    ),
+    "prepull": _group(
+        "prepull",
+        "Warm-cache (pre-pull) jobs run by the aggregator.",
+        {
+            "jobs": Lazy("agent.cli.prepull:jobs", "List jobs with schedule and progress."),
+            "job": Lazy(
+                "agent.cli.prepull:job",
+                "One job per node and image: phase, digest, duration, cause and remedy.",
+            ),
+            "run": Lazy("agent.cli.prepull:run", "Run a job now, within its caps."),
+        },
+    ),
+    "cluster": _group(
+        "cluster",
+        "Cluster-wide answers from the aggregator: pull tests on every node, connectivity.",
+        {
+            "pull": Lazy(
+                "agent.cli.cluster:cluster_pull",
+                "Test IMAGE on every node through the aggregator: one row per node, never dropped.",
+            ),
+            "connectivity": Lazy(
+                "agent.cli.cluster:connectivity",
+                "Which node reaches which registry endpoint: the aggregator's node x endpoint "
+                "matrix.",
+            ),
+        },
+    ),
+}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={name: entry for name, entry in COMMANDS.items() if isinstance(entry, Lazy)},
+    commands=[entry for entry in COMMANDS.values() if isinstance(entry, LazyGroup)],
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="pullcheck")
 def cli() -> None:
     """Diagnose image pulls from the container runtime's own vantage point."""
-
-
-for command in (pull, probe, images, runtime, agent, aggregator, prepull, cluster):
-    cli.add_command(command)
 
 
 def _report(
@@ -49,8 +158,27 @@ def _report(
     click.echo(f"{printable(where)}: error: {printable(message)}{hint}", err=True)
 
 
+def _leave(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown, its output and logs flushed first.
+
+    A command's work is over when ``main()`` returns: what the interpreter would still do is
+    free every module and object one by one (about 60 ms once the engine, grpc and pydantic are
+    loaded, measured in docs/benchmarks.md), and a process that exits frees them all at once.
+    """
+    if "logging" in sys.modules:  # loaded by the servers and grpc: flush and close handlers
+        sys.modules["logging"].shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point: ``argv`` None means this process's own command line.
+
+    The process's own command line ends the process at once (:func:`_leave`); given ``argv``
+    (tests, embedding), ``main()`` raises SystemExit with the exit status instead.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = cli.main(args=args, prog_name="pullcheck", standalone_mode=False)
@@ -72,4 +200,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.exceptions.Abort:
         _report("interrupted", args, None, kind="interrupted")
         code = EXIT_INTERRUPTED
-    sys.exit(code if isinstance(code, int) else 0)
+    status = code if isinstance(code, int) else 0
+    if argv is None:
+        _leave(status)
+    sys.exit(status)

@@ -1,4 +1,5 @@
-"""Talking to the aggregator from the CLI: ``--url``, ``--token-file`` and one bounded client.
+"""Talking to the aggregator from the CLI: one bounded client (``--url`` and ``--token-file``
+are declared in :mod:`agent.cli._options`, so that parsing them imports no HTTP client).
 
 Answers are parsed into the aggregator's models (:mod:`agent.cluster.models`). Every failure
 becomes a :class:`~agent.cli._options.CommandError` that ``main()`` prints (one JSON object with
@@ -18,12 +19,11 @@ import click
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from agent import defaults
 from agent.cli._options import EXIT_FAILED, EXIT_USAGE, CommandError
 from agent.service.errors import ErrorAnswer
 from agent.validation import describe_errors
 
-__all__ = ["Aggregator", "token_option", "url_option"]
+__all__ = ["Aggregator"]
 
 _MAX_TOKEN_BYTES = 16 * 1024
 _MAX_BODY_BYTES = 64 * 1024 * 1024  # one answer (every node's full result) or one ndjson line
@@ -31,22 +31,6 @@ _USAGE_STATUSES = frozenset({400, 404, 422})  # the request was wrong: a usage e
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
-
-url_option = click.option(
-    "--url",
-    envvar="PULLCHECK_AGGREGATOR_URL",
-    default="http://127.0.0.1:8480",
-    show_default=True,
-    help="The aggregator [env PULLCHECK_AGGREGATOR_URL].",
-)
-token_option = click.option(
-    "--token-file",
-    envvar="PULLCHECK_TOKEN_FILE",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=defaults.TOKEN_FILE,
-    show_default=True,
-    help="File holding the bearer token [env PULLCHECK_TOKEN_FILE].",
-)
 
 
 def _read_token(path: Path) -> str:

@@ -1,18 +1,25 @@
-"""Options shared by several commands, named as crictl and kubelet name them."""
+"""Options shared by several commands, named as crictl and kubelet name them.
+
+Every command module imports this one to declare its options, so it imports only click and
+:mod:`agent.defaults` at top level; what turns the parsed options into settings and
+credentials imports the engine when a command runs.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from agent import defaults
-from agent.credentials import Credential, CredentialError, Keyring, from_cli, load_docker_config
-from agent.models import Cause
-from agent.pulltest import NodeSettings
+
+if TYPE_CHECKING:
+    from agent.credentials import Credential, Keyring
+    from agent.models import Cause
+    from agent.pulltest import NodeSettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -200,28 +207,83 @@ credential_options = _compose(
 )
 
 
+# --- the servers: pullcheck agent, pullcheck aggregator ----------------------------------------
+
+config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"YAML configuration [default: {defaults.CONFIG_FILE} if it exists]; "
+    "PULLCHECK_* environment variables override it.",
+)
+listen_option = click.option(
+    "--listen", metavar="HOST:PORT", default=None, help="Address to serve on (overrides config)."
+)
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+
+# --- the aggregator's clients: pullcheck cluster, pullcheck prepull ----------------------------
+
+url_option = click.option(
+    "--url",
+    envvar="PULLCHECK_AGGREGATOR_URL",
+    default="http://127.0.0.1:8480",
+    show_default=True,
+    help="The aggregator [env PULLCHECK_AGGREGATOR_URL].",
+)
+token_option = click.option(
+    "--token-file",
+    envvar="PULLCHECK_TOKEN_FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=defaults.TOKEN_FILE,
+    show_default=True,
+    help="File holding the bearer token [env PULLCHECK_TOKEN_FILE].",
+)
+
+
 def exit_code(success: bool, cause: Cause | None) -> int:
     """0 success, 2 invalid input (a bad reference), 1 any other diagnosed failure."""
+    from agent.models import Cause
+
     if success:
         return EXIT_OK
     return EXIT_USAGE if cause is Cause.INVALID_REFERENCE else EXIT_FAILED
 
 
+def cri_from(params: dict[str, Any]) -> tuple[str | None, float, str | None]:
+    """What :data:`cri_options` gave: the CRI endpoint, its timeout, a forced API version."""
+    return (
+        params.get("endpoint"),
+        params.get("cri_timeout") or defaults.CRI_TIMEOUT,
+        params.get("cri_api"),
+    )
+
+
 def settings_from(params: dict[str, Any]) -> NodeSettings:
+    from agent.pulltest import NodeSettings  # the whole engine: only the commands that run it
+
+    endpoint, cri_timeout, api_version = cri_from(params)
     return NodeSettings(
-        endpoint=params.get("endpoint"),
+        endpoint=endpoint,
         resolv_conf=params.get("resolv_conf") or defaults.RESOLV_CONF,
         hosts_file=params.get("hosts_file") or defaults.HOSTS_FILE,
         registry_config_path=params.get("registry_config_path") or defaults.REGISTRY_CONFIG_PATH,
         ca_file=params.get("ca_file"),
         probe_timeout=params.get("probe_timeout") or defaults.PROBE_TIMEOUT,
-        cri_timeout=params.get("cri_timeout") or defaults.CRI_TIMEOUT,
-        api_version=params.get("cri_api"),
+        cri_timeout=cri_timeout,
+        api_version=api_version,
     )
 
 
 def credentials_from(params: dict[str, Any]) -> tuple[Credential | None, Keyring | None]:
     """Build credentials; a :class:`CredentialError` names what was wrong, never a secret."""
+    from agent.credentials import from_cli, load_docker_config
+
     credential = from_cli(params.get("creds"), params.get("auth"))
     configs: tuple[Path, ...] = params.get("docker_configs") or ()
     keyring: Keyring | None = None
@@ -239,15 +301,20 @@ __all__ = [
     "MAX_STEP_SECONDS",
     "MAX_TEST_SECONDS",
     "CommandError",
-    "CredentialError",
     "Number",
+    "config_option",
     "credential_options",
     "credentials_from",
+    "cri_from",
     "cri_options",
     "exit_code",
     "json_option",
+    "listen_option",
+    "log_level_option",
     "path_options",
     "seconds",
     "settings_from",
+    "token_option",
+    "url_option",
     "verbose_option",
 ]

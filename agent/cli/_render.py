@@ -16,22 +16,27 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
 from rich.console import Console, ConsoleDimensions, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from agent.models import (
-    EndpointReport,
-    Finding,
-    ImageResult,
-    Phase,
-    ProbeReport,
-    ProbeResult,
-    PullTestResult,
-)
+from agent.cli._printable import printable as printable  # re-exported: part of this API
+
+if TYPE_CHECKING:  # the models are only annotations here: rendering does not import pydantic
+    from pydantic import BaseModel
+
+    from agent.models import (
+        EndpointReport,
+        Finding,
+        ImageResult,
+        Phase,
+        ProbeReport,
+        ProbeResult,
+        PullTestResult,
+    )
 
 _UNLIMITED = 1_000_000  # columns when the output is not a terminal: never cut, never wrapped
 
@@ -51,26 +56,6 @@ class _Console(Console):
 
 out = _Console(highlight=False, soft_wrap=True)
 err = _Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _escape_char(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
-def printable(value: object) -> str:
-    """``value`` as one line of text: every character Python deems unprintable is escaped.
-
-    That covers C0/C1 control characters (ESC, so ANSI sequences; CR, LF, BEL, DEL), bidi
-    overrides and other invisible formatting characters, line/paragraph separators and
-    non-ASCII spaces. A plain space stays a space.
-    """
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _escape_char(c) for c in text)
 
 
 def clean(value: object) -> str:

@@ -7,18 +7,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from agent.cli import _render
-from agent.cli._options import EXIT_FAILED
+from agent.cli._options import EXIT_FAILED, cri_from
 from agent.cri import CriClient, RuntimeUnavailable, connect
-from agent.pulltest import NodeSettings
 
 T = TypeVar("T")
 
 
-async def with_runtime(settings: NodeSettings, query: Callable[[CriClient], Awaitable[T]]) -> T:
-    """Connect as the settings say, run ``query``, close. Raises RuntimeUnavailable."""
-    async with await connect(
-        settings.endpoint, timeout=settings.cri_timeout, api_version=settings.api_version
-    ) as client:
+async def with_runtime(params: dict[str, Any], query: Callable[[CriClient], Awaitable[T]]) -> T:
+    """Connect as the ``cri_options`` say, run ``query``, close. Raises RuntimeUnavailable.
+
+    Only the CRI client is loaded: images and runtime need none of the pull test's engine.
+    """
+    endpoint, timeout, api_version = cri_from(params)
+    async with await connect(endpoint, timeout=timeout, api_version=api_version) as client:
         return await query(client)
 
 

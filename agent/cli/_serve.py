@@ -19,7 +19,7 @@ import click
 import uvicorn
 from fastapi import FastAPI
 
-from agent import defaults, hostport
+from agent import hostport
 from agent.service.auth import TokenFileError
 from agent.service.config import ConfigError, Limits, Settings, load_settings
 from agent.service.guard import MAX_HEADERS
@@ -27,24 +27,6 @@ from agent.service.logs import configure_logging, uvicorn_log_config
 
 # request line ("METHOD ", " HTTP/1.1\r\n"), each header's ": " and CRLF, the final CRLF
 _HEAD_FRAMING: Final = 64 + 4 * MAX_HEADERS + 2
-
-config_option = click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help=f"YAML configuration [default: {defaults.CONFIG_FILE} if it exists]; "
-    "PULLCHECK_* environment variables override it.",
-)
-listen_option = click.option(
-    "--listen", metavar="HOST:PORT", default=None, help="Address to serve on (overrides config)."
-)
-log_level_option = click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
 
 
 def load(config_file: Path | None) -> Settings:

@@ -4,6 +4,9 @@
 ``cluster connectivity`` shows which node reaches which registry endpoint
 (``GET /v1/connectivity``).
 
+Both are commands of the ``cluster`` group declared in :data:`agent.cli.COMMANDS`; the HTTP
+client, the aggregator's models and rich are imported when a command runs, not to parse it.
+
 The pull test is read as ``stream=ndjson``: each node's entry arrives as soon as that node
 answered, so a slow node does not hide the others — on stderr each arrival is reported as it
 comes (a spinner on a terminal), and the table on stdout is printed once, sorted by node, when
@@ -17,33 +20,30 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
-from pydantic import TypeAdapter
-from rich.text import Text
 
-from agent.cli import _render
-from agent.cli._aggregator import Aggregator, token_option, url_option
-from agent.cli._options import EXIT_FAILED, EXIT_OK, CommandError, json_option, seconds
-from agent.cli._render import cell, clean
-from agent.cluster.models import (
-    ConnectivityMatrix,
-    NodeEntry,
-    NodeFailure,
-    PullTestAnswer,
-    StreamLine,
-    Summary,
-    SummaryLine,
-    UnreachableRow,
+from agent.cli._options import (
+    EXIT_FAILED,
+    EXIT_OK,
+    CommandError,
+    json_option,
+    seconds,
+    token_option,
+    url_option,
 )
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from agent.cluster.models import ConnectivityMatrix, NodeEntry, Summary
 
 MAX_CLUSTER_TIMEOUT = 3600.0  # the aggregator's limits.max_timeout cannot be higher
 _MAX_NODE_NAMES = 4096
 _MAX_NODES_TEXT = 65536  # what the aggregator accepts in ?nodes=
 _MAX_NODE_NAME = 253  # a DNS name, as Kubernetes node names are
 _WAIT_SLACK = 30.0  # seconds beyond the test deadline to wait for the next node's line
-_LINE: Final[TypeAdapter[NodeEntry | SummaryLine]] = TypeAdapter(StreamLine)
 
 
 def _node_names(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -60,12 +60,10 @@ def _node_names(_ctx: click.Context, _param: click.Parameter, value: str | None)
     return ",".join(dict.fromkeys(names))
 
 
-@click.group("cluster")
-def cluster() -> None:
-    """Cluster-wide answers from the aggregator: pull tests on every node, connectivity."""
-
-
 def _result(entry: NodeEntry) -> Text:
+    from agent.cli._render import cell
+    from agent.cluster.models import NodeFailure
+
     if entry.success:
         return cell("ok", "green")
     if isinstance(entry, NodeFailure):
@@ -77,6 +75,9 @@ def _result(entry: NodeEntry) -> Text:
 
 
 def _summary_lines(summary: Summary, seconds_taken: float) -> None:
+    from agent.cli import _render
+    from agent.cli._render import clean
+
     out = _render.out
     every_ok = summary.failed == 0 and summary.nodes
     verdict = "[bold green]OK[/]" if every_ok else "[bold red]FAILED[/]"
@@ -94,13 +95,16 @@ def _summary_lines(summary: Summary, seconds_taken: float) -> None:
 
 
 def _node_table(entries: list[NodeEntry]) -> None:
+    from agent.cli import _render
+    from agent.cli._render import cell
+
     grid = _render.table("NODE", "RESULT", "SUMMARY", "REMEDY")
     for entry in entries:
         grid.add_row(cell(entry.node), _result(entry), cell(entry.summary), cell(entry.remedy))
     _render.print_table(grid)
 
 
-@cluster.command("pull")
+@click.command("pull")
 @click.argument("image")
 @click.option(
     "--mode",
@@ -138,6 +142,14 @@ def cluster_pull(
 
     Exit 0 when every node can pull it, 1 when any cannot (or did not answer).
     """
+    from pydantic import TypeAdapter  # imported here, not above: see agent/cli/__init__.py
+
+    from agent.cli import _render
+    from agent.cli._aggregator import Aggregator
+    from agent.cli._render import clean
+    from agent.cluster.models import PullTestAnswer, StreamLine, SummaryLine
+
+    stream_line: TypeAdapter[NodeEntry | SummaryLine] = TypeAdapter(StreamLine)
     params = {"image": image, "stream": "ndjson"}
     if mode:
         params["mode"] = mode
@@ -152,7 +164,7 @@ def cluster_pull(
     wait = (timeout or MAX_CLUSTER_TIMEOUT) + _WAIT_SLACK
     with _render.progress(enabled=not as_json) as report:
         report(f"asking {aggregator.url} to test {image} on every node")
-        for line in aggregator.lines("/v1/pulltest", params, _LINE, wait):
+        for line in aggregator.lines("/v1/pulltest", params, stream_line, wait):
             if isinstance(line, SummaryLine):
                 summary = line.summary
                 break
@@ -178,6 +190,10 @@ def cluster_pull(
 
 def render_connectivity(matrix: ConnectivityMatrix) -> bool:
     """The node x endpoint matrix, then one line per failure; True when everything answered."""
+    from agent.cli import _render
+    from agent.cli._render import cell, clean
+    from agent.cluster.models import UnreachableRow
+
     urls = [column.url for column in matrix.columns]
     grid = _render.table("NODE", *[f"{c.url} ({c.role})" for c in matrix.columns])
     problems: list[str] = []
@@ -210,7 +226,7 @@ def render_connectivity(matrix: ConnectivityMatrix) -> bool:
     return not problems
 
 
-@cluster.command("connectivity")
+@click.command("connectivity")
 @url_option
 @token_option
 @json_option
@@ -219,6 +235,9 @@ def connectivity(url: str, token_file: Path, as_json: bool) -> int:
 
     Exit 0 when every node answered and reached every endpoint, else 1.
     """
+    from agent.cli._aggregator import Aggregator  # imported here, not above
+    from agent.cluster.models import ConnectivityMatrix
+
     matrix = Aggregator(url, token_file).call(
         "GET", "/v1/connectivity", ConnectivityMatrix, timeout=90.0
     )

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent.cli import _render
-from agent.cli._options import EXIT_OK, cri_options, json_option, settings_from
-from agent.cli._runtime import report_unavailable, with_runtime
-from agent.cri import CriClient, ImageInfo, RuntimeUnavailable
+from agent.cli._options import EXIT_OK, cri_options, json_option
+
+if TYPE_CHECKING:
+    from agent.cri import CriClient, ImageInfo
 
 
 async def _list(client: CriClient) -> list[ImageInfo]:
@@ -24,8 +22,15 @@ async def _list(client: CriClient) -> list[ImageInfo]:
 @json_option
 def images(as_json: bool, **params: Any) -> int:
     """List images on this node (repo tags, digests, id, size)."""
+    import asyncio  # imported here, not above: see agent/cli/__init__.py
+    from dataclasses import asdict
+
+    from agent.cli import _render
+    from agent.cli._runtime import report_unavailable, with_runtime
+    from agent.cri import RuntimeUnavailable
+
     try:
-        found = asyncio.run(with_runtime(settings_from(params), _list))
+        found = asyncio.run(with_runtime(params, _list))
     except RuntimeUnavailable as exc:
         return report_unavailable(exc, as_json)
     if as_json:

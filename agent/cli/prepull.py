@@ -1,24 +1,33 @@
-"""``pullcheck prepull``: warm-cache jobs on the aggregator — list, show, run now."""
+"""``pullcheck prepull``: warm-cache jobs on the aggregator — list, show, run now.
+
+The commands of the ``prepull`` group declared in :data:`agent.cli.COMMANDS`; the HTTP client,
+the aggregator's models and rich are imported when a command runs, not to parse it.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import click
-from pydantic import BaseModel
 
-from agent.cli import _render
-from agent.cli._aggregator import Aggregator, token_option, url_option
-from agent.cli._options import EXIT_OK, json_option
-from agent.cli._render import cell, clean
-from agent.cluster.models import JobDetail, JobList, JobStarted
-from agent.cluster.prepull.models import JobStatus
+from agent.cli._options import EXIT_OK, json_option, token_option, url_option
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from agent.cli._aggregator import Aggregator
+    from agent.cluster.models import JobList
+    from agent.cluster.prepull.models import JobStatus
 
 
 def render_jobs(body: JobList) -> None:
     """The job list: schedule, policy and progress per job."""
+    from agent.cli import _render
+    from agent.cli._render import cell, clean
+
     if body.error:
         _render.out.print(f"[yellow]job file rejected[/] {clean(body.error)} (previous jobs run)")
     grid = _render.table("JOB", "TRIGGER", "POLICY", "READY", "PULLING", "FAILED", "NEXT RUN")
@@ -41,6 +50,9 @@ def render_jobs(body: JobList) -> None:
 
 def render_job(body: JobStatus) -> None:
     """One job per node and image: phase, tries, digest, time, and why not."""
+    from agent.cli import _render
+    from agent.cli._render import cell, clean
+
     _render.out.print(
         f"[bold]{clean(body.name)}[/] {body.images_ready}/{body.images_total} ready, "
         f"running: {_render.yes_no(body.running)}"
@@ -72,18 +84,22 @@ def _print_json(body: BaseModel) -> None:
     print(json.dumps(body.model_dump(mode="json"), indent=2))
 
 
-@click.group("prepull")
-def prepull() -> None:
-    """Warm-cache (pre-pull) jobs run by the aggregator."""
+def _aggregator(url: str, token_file: Path) -> Aggregator:
+    """The aggregator's client, imported when a command runs (not to parse its options)."""
+    from agent.cli._aggregator import Aggregator
+
+    return Aggregator(url, token_file)
 
 
-@prepull.command("jobs")
+@click.command("jobs")
 @url_option
 @token_option
 @json_option
 def jobs(url: str, token_file: Path, as_json: bool) -> int:
     """List jobs with schedule and progress."""
-    body = Aggregator(url, token_file).call("GET", "/v1/prepull/jobs", JobList)
+    from agent.cluster.models import JobList
+
+    body = _aggregator(url, token_file).call("GET", "/v1/prepull/jobs", JobList)
     if as_json:
         _print_json(body)
     else:
@@ -91,14 +107,16 @@ def jobs(url: str, token_file: Path, as_json: bool) -> int:
     return EXIT_OK
 
 
-@prepull.command("job")
+@click.command("job")
 @click.argument("name")
 @url_option
 @token_option
 @json_option
 def job(name: str, url: str, token_file: Path, as_json: bool) -> int:
     """One job per node and image: phase, digest, duration, cause and remedy."""
-    body = Aggregator(url, token_file).call(
+    from agent.cluster.models import JobDetail
+
+    body = _aggregator(url, token_file).call(
         "GET", f"/v1/prepull/jobs/{quote(name, safe='')}", JobDetail
     )
     if as_json:
@@ -108,14 +126,18 @@ def job(name: str, url: str, token_file: Path, as_json: bool) -> int:
     return EXIT_OK
 
 
-@prepull.command("run")
+@click.command("run")
 @click.argument("name")
 @url_option
 @token_option
 @json_option
 def run(name: str, url: str, token_file: Path, as_json: bool) -> int:
     """Run a job now, within its caps."""
-    body = Aggregator(url, token_file).call(
+    from agent.cli import _render
+    from agent.cli._render import clean
+    from agent.cluster.models import JobStarted
+
+    body = _aggregator(url, token_file).call(
         "POST", f"/v1/prepull/jobs/{quote(name, safe='')}/run", JobStarted
     )
     if as_json:

@@ -6,8 +6,6 @@ from typing import Any
 
 import click
 
-from agent.cli import _render
-from agent.cli._interrupt import run_interruptible
 from agent.cli._options import (
     EXIT_INTERRUPTED,
     credential_options,
@@ -18,7 +16,6 @@ from agent.cli._options import (
     settings_from,
     verbose_option,
 )
-from agent.pulltest import run_probe
 
 
 @click.command("probe")
@@ -32,6 +29,10 @@ def probe(target: str, verbose: bool, as_json: bool, **params: Any) -> int:
 
     A bare host (with a dot or a port, or localhost) is a registry; anything else is an image.
     """
+    from agent.cli import _render  # imported here, not above: see agent/cli/__init__.py
+    from agent.cli._interrupt import run_interruptible
+    from agent.pulltest import run_probe
+
     credential, keyring = credentials_from(params)
     with _render.progress(enabled=not as_json) as report:
         result, interrupted = run_interruptible(

@@ -7,8 +7,6 @@ from typing import Any
 import click
 
 from agent import defaults
-from agent.cli import _render
-from agent.cli._interrupt import run_interruptible
 from agent.cli._options import (
     EXIT_INTERRUPTED,
     MAX_TEST_SECONDS,
@@ -22,7 +20,6 @@ from agent.cli._options import (
     settings_from,
     verbose_option,
 )
-from agent.pulltest import PullTestRequest, run_pull_test
 
 
 @click.command("pull")
@@ -61,6 +58,10 @@ def pull(
 
     Ctrl-C cancels the pull, still prints the result (cause cancelled) and exits 130.
     """
+    from agent.cli import _render  # imported here, not above: see agent/cli/__init__.py
+    from agent.cli._interrupt import run_interruptible
+    from agent.pulltest import PullTestRequest, run_pull_test
+
     credential, keyring = credentials_from(params)
     request = PullTestRequest(
         image=image,

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent.cli import _render
-from agent.cli._options import EXIT_FAILED, EXIT_OK, cri_options, json_option, settings_from
-from agent.cli._render import clean
-from agent.cli._runtime import report_unavailable, with_runtime
-from agent.cri import CriClient, FilesystemUsage, RuntimeStatus, RuntimeUnavailable, RuntimeVersion
+from agent.cli._options import EXIT_FAILED, EXIT_OK, cri_options, json_option
+
+if TYPE_CHECKING:
+    from agent.cri import CriClient, FilesystemUsage, RuntimeStatus, RuntimeVersion
 
 
 async def _query(
@@ -33,10 +30,16 @@ async def _query(
 @json_option
 def runtime(as_json: bool, **params: Any) -> int:
     """Show the runtime's version, its conditions and the image filesystem usage."""
+    import asyncio  # imported here, not above: see agent/cli/__init__.py
+    from dataclasses import asdict
+
+    from agent.cli import _render
+    from agent.cli._render import clean
+    from agent.cli._runtime import report_unavailable, with_runtime
+    from agent.cri import RuntimeUnavailable
+
     try:
-        endpoint, api, version, status, fs = asyncio.run(
-            with_runtime(settings_from(params), _query)
-        )
+        endpoint, api, version, status, fs = asyncio.run(with_runtime(params, _query))
     except RuntimeUnavailable as exc:
         return report_unavailable(exc, as_json)
     ready = status.runtime_ready

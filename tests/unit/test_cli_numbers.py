@@ -38,10 +38,10 @@ class _Numeric:
 def _walk(
     command: click.Command, path: tuple[str, ...]
 ) -> list[tuple[tuple[str, ...], click.Command]]:
-    if isinstance(command, click.Group):
-        return [
-            leaf for name, sub in command.commands.items() for leaf in _walk(sub, (*path, name))
-        ]
+    if isinstance(command, click.Group):  # lazy groups: list and load through click's API
+        ctx = click.Context(command)
+        subs = [(name, command.get_command(ctx, name)) for name in command.list_commands(ctx)]
+        return [leaf for name, sub in subs if sub is not None for leaf in _walk(sub, (*path, name))]
     return [(path, command)]
 
 

@@ -338,9 +338,11 @@ def _main(argv: list[str]) -> tuple[int, str, str]:
 
 def _groups() -> list[tuple[str, ...]]:
     paths: list[tuple[str, ...]] = []
-    for name, command in cli.commands.items():
+    ctx = click.Context(cli)  # lazy groups: list and load through click's API
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
         if isinstance(command, click.Group):
-            paths += [(name, sub) for sub in command.commands]
+            paths += [(name, sub) for sub in command.list_commands(ctx)]
     return paths
 
 
