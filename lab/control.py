@@ -71,7 +71,7 @@ def up(directory: Path = DEFAULT_DIR, nodes: int = 0) -> LabInfo:
     with _locked(paths):
         if _healthy_core(paths) is None:
             log.info("lab already running in %s", paths.dir)
-            return _nodes(paths, LabInfo.load(paths.dir), nodes)
+            return _nodes(paths, _add_big(paths, LabInfo.load(paths.dir)), nodes)
         _preflight(paths)
         _teardown(paths)
         started = time.monotonic()
@@ -251,7 +251,7 @@ def _fresh_directory(paths: Paths) -> None:
     if paths.logs.exists():
         paths.logs.rename(prev)
     for child in d.iterdir():
-        if child.name in (paths.marker.name, paths.lock.name, prev.name):
+        if child.name in (paths.marker.name, paths.lock.name, prev.name, paths.seed_cache.name):
             continue
         if child.is_dir() and not child.is_symlink():
             shutil.rmtree(child)
@@ -337,14 +337,18 @@ def _start(paths: Paths) -> LabInfo:
         raise LabError(f"something listens on 127.0.0.1:{REFUSED_PORT}; it must stay closed")
 
     layouts: dict[str, images.Layout] = {}
+    big_digest = ""
 
     def build() -> None:
+        nonlocal big_digest
         layouts.update(images.build_all(paths.seed))
+        big_digest = images.seed_big(paths.seed, paths.seed_cache)
 
     _timed("seed images built", build)
-    _timed("seed images pushed", lambda: _push_all(paths, password))
+    _timed("seed images pushed", lambda: _push(paths, images.push_plan(REGISTRIES), password))
     _timed("blob removed", lambda: _remove_blob(paths, layouts["blobgone"]))
-    good_digest = _check_good_digest(paths, layouts["good"])
+    good_digest = _check_digest(paths, "pullcheck/good", layouts["good"].digest)
+    _check_digest(paths, "pullcheck/big", big_digest)
 
     all_images = dict(IMAGES)
     all_images["good_digest"] = f"{REGISTRIES['plain']}/pullcheck/good@{good_digest}"
@@ -367,9 +371,23 @@ def _start(paths: Paths) -> LabInfo:
     return info
 
 
-def _push_all(paths: Paths, password: str) -> None:
+def _add_big(paths: Paths, info: LabInfo) -> LabInfo:
+    """Push ``big`` into a running lab started before it was a seed image (lock held)."""
+    if "big" in info.images:
+        return info
+    t = time.monotonic()
+    paths.seed.mkdir(parents=True, exist_ok=True)
+    digest = images.seed_big(paths.seed, paths.seed_cache)
+    _push(paths, [images.big_push(REGISTRIES)], info.password)
+    _check_digest(paths, "pullcheck/big", digest)
+    info.images["big"] = IMAGES["big"]
+    info.save()
+    log.info("%-28s %.2fs", "big image added", time.monotonic() - t)
+    return info
+
+
+def _push(paths: Paths, plan: list[images.Push], password: str) -> None:
     images.prepare_skopeo(paths.skopeo_dir, paths.ca_cert)
-    plan = images.push_plan(REGISTRIES)
     env = services.clean_env(
         paths,
         HOME=str(paths.skopeo_dir),
@@ -418,16 +436,17 @@ def _remove_blob(paths: Paths, layout: images.Layout) -> None:
         raise LabError(f"blob {digest} still served after deleting its data file (HTTP {status})")
 
 
-def _check_good_digest(paths: Paths, layout: images.Layout) -> str:
+def _check_digest(paths: Paths, repository: str, want: str) -> str:
+    """The plain registry serves ``repository:1.0`` with the digest ``want``."""
     accept = ", ".join([images.MT_MANIFEST, images.MT_INDEX])
     status, headers, _ = services.http_get(
-        PLAIN_PORT, "/v2/pullcheck/good/manifests/1.0", method="HEAD", headers={"Accept": accept}
+        PLAIN_PORT, f"/v2/{repository}/manifests/1.0", method="HEAD", headers={"Accept": accept}
     )
     digest = headers.get("docker-content-digest", "")
-    if status != 200 or digest != layout.digest:
+    if status != 200 or digest != want:
         raise LabError(
-            f"good image in the plain registry: HTTP {status}, digest {digest!r}, "
-            f"want {layout.digest}; skopeo log:\n{log_tail(paths.log('skopeo'))}"
+            f"{repository} in the plain registry: HTTP {status}, digest {digest!r}, "
+            f"want {want}; skopeo log:\n{log_tail(paths.log('skopeo'))}"
         )
     return digest
 

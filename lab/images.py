@@ -6,6 +6,9 @@
 * ``foreign``  - an image index that lists only a manifest for the *other* architecture.
 * ``blobgone`` - a normal single-layer image with unique content; its layer blob's data file is
                  deleted from the registry storage after the push (see ``blob_data_file``).
+* ``big``      - 64 MiB in 8 gzip layers of incompressible pseudo-random data, host platform: a
+                 pull that costs something (the pull-cost benchmark). Built once per lab directory
+                 and kept in ``<dir>/seed-cache`` (see ``cached_layout``), which survives restarts.
 
 Layouts are written under ``<dir>/seed/<name>`` with the tag ``1.0`` and pushed with skopeo.
 """
@@ -16,7 +19,10 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import platform
+import random
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +67,11 @@ def _platform(arch: str) -> dict[str, str]:
 def pseudo_random(seed: str, size: int) -> bytes:
     """Deterministic, incompressible bytes."""
     return hashlib.shake_256(seed.encode()).digest(size)
+
+
+def _fast_random(seed: str, size: int) -> bytes:
+    """Deterministic, incompressible bytes, quickly (not for anything secret)."""
+    return random.Random(seed).randbytes(size)
 
 
 def sha256(data: bytes) -> str:
@@ -183,9 +194,9 @@ def _image(
     return manifest_blob, [config_blob, *layer_blobs]
 
 
-def _gzip_layer(files: dict[str, bytes]) -> tuple[str, bytes, bytes]:
+def _gzip_layer(files: dict[str, bytes], level: int = 6) -> tuple[str, bytes, bytes]:
     tar = make_tar(files)
-    return MT_LAYER_GZIP, gzip.compress(tar, compresslevel=6, mtime=0), tar
+    return MT_LAYER_GZIP, gzip.compress(tar, compresslevel=level, mtime=0), tar
 
 
 def build_good(arch: str | None = None) -> Layout:
@@ -243,6 +254,50 @@ def build_blobgone() -> Layout:
     return Layout("blobgone", top, blobs, notes={"layer": blobs[1].digest})
 
 
+BIG_LAYERS = 8
+BIG_LAYER_BYTES = 8 * 1024 * 1024
+# bump when build_big changes, so that a lab directory's cached copy is rebuilt
+BIG_RECIPE = f"big-v1-{BIG_LAYERS}x{BIG_LAYER_BYTES}"
+
+
+def build_big(arch: str | None = None) -> Layout:
+    """64 MiB in 8 gzip layers, each one incompressible file.
+
+    The bytes come from a seeded Mersenne Twister (reproducible, 40x faster than shake_256 here);
+    gzip level 1 still Huffman-codes them, so the runtime decompresses as for a real layer, and
+    builds in a third of level 6's time (the data does not compress at any level).
+    """
+    arch = arch or host_arch()
+    layers = [
+        _gzip_layer({f"big/layer-{i}.bin": _fast_random(f"big-layer-{i}", BIG_LAYER_BYTES)}, 1)
+        for i in range(BIG_LAYERS)
+    ]
+    top, blobs = _image("big", arch, layers, ["/bin/sh"])
+    return Layout("big", top, blobs)
+
+
+def seed_big(seed_dir: Path, cache_dir: Path) -> str:
+    """Make ``<seed_dir>/big`` the big layout kept in ``cache_dir`` (built there the first time,
+    written under a temporary name so a half-written copy never counts; copies of older recipes
+    are deleted) and return its manifest digest."""
+    path = cache_dir / BIG_RECIPE
+    if not (path / "index.json").is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for old in cache_dir.iterdir():
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
+        layout = build_big()
+        layout.name = f".{BIG_RECIPE}.{os.getpid()}.tmp"
+        layout.write(cache_dir).replace(path)
+    link = seed_dir / "big"
+    link.unlink(missing_ok=True)
+    link.symlink_to(path)
+    index = json.loads((path / "index.json").read_text())
+    return str(index["manifests"][0]["digest"])
+
+
 def build_all(seed_dir: Path) -> dict[str, Layout]:
     layouts = {
         "good": build_good(),
@@ -277,9 +332,14 @@ class Push:
     all: bool = False  # --all (image indexes)
 
 
+def big_push(registries: dict[str, str]) -> Push:
+    return Push("big", f"{registries['plain']}/pullcheck/big:1.0")
+
+
 def push_plan(registries: dict[str, str]) -> list[Push]:
     plain, tls, auth, token = (registries[k] for k in ("plain", "tls", "auth", "token"))
     return [
+        big_push(registries),  # first: the longest, the others run beside it
         Push("good", f"{plain}/pullcheck/good:1.0"),
         Push("good", f"{plain}/ratelimited/app:1.0"),
         Push("good", f"{plain}/ratelimited-get/app:1.0"),

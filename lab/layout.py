@@ -109,6 +109,7 @@ def _images() -> dict[str, str]:
         "corrupt": f"{r['plain']}/pullcheck/corrupt:1.0",
         "foreign_platform": f"{r['plain']}/pullcheck/foreign:1.0",
         "blob_gone": f"{r['plain']}/pullcheck/blobgone:1.0",
+        "big": f"{r['plain']}/pullcheck/big:1.0",
         # "good_digest" is added at runtime (the digest is only known once the seed image is built)
     }
 
@@ -293,6 +294,11 @@ class Paths:
     @property
     def seed(self) -> Path:
         return self.dir / "seed"
+
+    @property
+    def seed_cache(self) -> Path:
+        """Seed layouts too slow to build at every start (``big``); kept across restarts."""
+        return self.dir / "seed-cache"
 
     @property
     def skopeo_dir(self) -> Path:

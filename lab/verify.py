@@ -94,6 +94,7 @@ CASES: list[Case] = [
         "NOT_FOUND",
     ),
     Case("blob_gone", "blob_gone", "from remote: not found", "NOT_FOUND"),
+    Case("big", "big", OK),
     Case("disk_full", "good", "no space left on device", "UNKNOWN", fill_disk=True),
 ]
 

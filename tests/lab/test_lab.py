@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import control, cri, services, verify
+from lab import control, cri, images, services, verify
 from lab.images import foreign_arch
 from lab.info import LabInfo
 from lab.layout import (
@@ -302,6 +302,24 @@ def test_blob_gone_manifest_resolves_but_blob_404s(lab: LabInfo) -> None:
     assert status == 200
     layer = json.loads(body)["layers"][0]["digest"]
     assert services.http_get(PLAIN_PORT, f"/v2/pullcheck/blobgone/blobs/{layer}")[0] == 404
+
+
+def test_big_image_is_64_mib_in_8_incompressible_gzip_layers(lab: LabInfo) -> None:
+    status, headers, body = services.http_get(
+        PLAIN_PORT, "/v2/pullcheck/big/manifests/1.0", headers={"Accept": ACCEPT}
+    )
+    assert status == 200
+    assert lab.images["big"] == lab.registries["plain"] + "/pullcheck/big:1.0"
+    layers = json.loads(body)["layers"]
+    assert [layer["mediaType"] for layer in layers] == [images.MT_LAYER_GZIP] * images.BIG_LAYERS
+    # gzip cannot shrink pseudo-random bytes: every layer is a little over its file
+    assert all(layer["size"] > images.BIG_LAYER_BYTES for layer in layers)
+    assert sum(layer["size"] for layer in layers) < 65 * 1024 * 1024
+    # built once into the lab directory's seed cache, which is what the registry serves
+    cached = Path(lab.dir) / "seed-cache" / images.BIG_RECIPE
+    assert (Path(lab.dir) / "seed" / "big").resolve() == cached
+    index = json.loads((cached / "index.json").read_text())
+    assert headers["docker-content-digest"] == index["manifests"][0]["digest"]
 
 
 def test_corrupt_layer_is_uncompressed_garbage(lab: LabInfo) -> None:
