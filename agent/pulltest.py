@@ -4,46 +4,54 @@ Data flow (docs/architecture.md): parse the reference → choose credentials wit
 rules → in parallel, (a) probe every endpoint containerd would contact (hosts.toml order) and
 (b) ask the runtime over CRI (ImageStatus, PullImage per credential, ImageStatus, RemoveImage) →
 diagnose the failure from the runtime's text plus the probe evidence.
+
+A pull test costs the pull and little more: this module imports only what sends PullImage (the
+CRI client, the reference and credential rules). The engine — result models (pydantic),
+hosts.toml, probes, diagnosis — loads in a worker thread once the runtime answered, while the
+event loop goes on to send PullImage; the probes start as soon as it is loaded, beside the pull.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import os
 import platform
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from agent import __version__, defaults
 from agent.credentials import Credential, Keyring
-from agent.cri import CriClient, CriError, RuntimeUnavailable, connect
-from agent.diagnosis import classify_error, diagnose, path_findings, remedy, sanitize_error
-from agent.hosts import HostsConfigError, registry_endpoints
-from agent.models import (
-    Cause,
-    CredentialAttempt,
-    Endpoint,
-    EndpointReport,
-    ImageResult,
-    ProbeReport,
-    PullTestResult,
-    RuntimeInfo,
-    manifests,
-)
-from agent.probes import ProbeContext, RegistryProbe
+from agent.cri import CriClient, CriError, ImageInfo, RuntimeUnavailable, RuntimeVersion, connect
 from agent.reference import InvalidReference, Reference, is_registry_only, parse, parse_registry
 from agent.timing import PhaseClock
+
+if TYPE_CHECKING:
+    from agent.models import (
+        Cause,
+        CredentialAttempt,
+        Endpoint,
+        EndpointReport,
+        ImageResult,
+        ProbeReport,
+        PullTestResult,
+        RuntimeInfo,
+    )
+    from agent.probes import ProbeContext, RegistryProbe
 
 __all__ = ["NodeSettings", "PullTestRequest", "node_name", "run_probe", "run_pull_test"]
 
 Progress = Callable[[str], None]
 
 _PROBE_GRACE = 2.0  # seconds the probes may run past the test deadline
+# what the pull itself does not need; loaded by _load_engine while the runtime pulls
+_ENGINE = ("agent.models", "agent.hosts", "agent.probes", "agent.diagnosis")
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,18 @@ def node_platform() -> str:
     return f"linux/{arch}"
 
 
+def _import_engine() -> None:
+    for name in _ENGINE:
+        importlib.import_module(name)
+
+
+async def _load_engine() -> None:
+    """Import the engine in a worker thread: the event loop meanwhile serves the CRI calls (and
+    the runtime pulls on its own cores). A no-op once loaded, as in the agent."""
+    if not all(name in sys.modules for name in _ENGINE):
+        await asyncio.to_thread(_import_engine)
+
+
 def _credentials_for(ref: Reference, req: PullTestRequest) -> list[Credential | None]:
     """Explicit --creds/--auth as-is; else every keyring match in order; else anonymous."""
     if req.credential is not None:
@@ -101,22 +121,22 @@ def _credentials_for(ref: Reference, req: PullTestRequest) -> list[Credential | 
     return [None]
 
 
-# causes whose answer depends on who asks: a registry refusing an anonymous pull says 401 or 403,
-# and registries that hide private repositories (Docker Hub, GHCR) say "not found" to strangers
-_IDENTITY_CAUSES = frozenset({Cause.UNAUTHORIZED, Cause.FORBIDDEN, Cause.REPOSITORY_NOT_FOUND})
-
-
 def _explain_credentials(
     result: PullTestResult | ProbeReport, req: PullTestRequest, ref: Reference
 ) -> None:
     """A docker config was given but none of its entries matched: say why, name the key to add."""
+    from agent.models import Cause
+
     if req.credential is not None or req.keyring is None:
         return
     match = req.keyring.explain(ref)
     if match.matched:
         return
     result.warnings.append(f"{match.describe()} The test ran without credentials.")
-    if result.success or result.cause not in _IDENTITY_CAUSES:
+    # causes whose answer depends on who asks: a registry refusing an anonymous pull says 401 or
+    # 403, and registries that hide private repositories (Docker Hub, GHCR) say "not found"
+    identity = (Cause.UNAUTHORIZED, Cause.FORBIDDEN, Cause.REPOSITORY_NOT_FOUND)
+    if result.success or result.cause not in identity:
         return
     result.summary += f"; no pull-secret entry matched {ref.domain}, so the test ran anonymously"
     if result.cause is Cause.UNAUTHORIZED:
@@ -139,6 +159,8 @@ def _probe_context(
     deadline: float | None = None,
 ) -> ProbeContext:
     """Probe settings; each step is bounded so the evidence arrives before the test deadline."""
+    from agent.probes import ProbeContext
+
     step = settings.probe_timeout
     if deadline is not None:
         step = min(step, max((deadline - time.monotonic()) * 0.8, 0.1))
@@ -167,8 +189,9 @@ def _probe_detail(reports: list[EndpointReport]) -> str:
     return ", ".join(f"{r.endpoint.url} {'ok' if r.success else r.cause}" for r in reports)
 
 
-async def _runtime_info(client: CriClient) -> RuntimeInfo:
-    version = await client.version()
+def _runtime_info(client: CriClient, version: RuntimeVersion) -> RuntimeInfo:
+    from agent.models import RuntimeInfo
+
     return RuntimeInfo(
         endpoint=client.endpoint,
         api_version=client.api_version,
@@ -179,75 +202,50 @@ async def _runtime_info(client: CriClient) -> RuntimeInfo:
 
 
 @dataclass
-class _PullOutcome:
-    image_info: ImageResult | None = None
-    attempts: list[CredentialAttempt] = field(default_factory=list)
+class _Attempt:
+    """One credential tried: worked (no error), failed with the runtime's error, or cancelled."""
+
+    source: str
     error: CriError | None = None
     cancelled: bool = False
 
+    def record(self) -> CredentialAttempt:
+        from agent.diagnosis import classify_error, sanitize_error
+        from agent.models import Cause, CredentialAttempt
 
-async def _pull(
-    client: CriClient,
-    ref: Reference,
-    creds: list[Credential | None],
-    req: PullTestRequest,
-    clock: PhaseClock,
-    progress: Progress,
-    deadline: float,
-) -> _PullOutcome:
-    """ImageStatus → PullImage with each credential until one works → ImageStatus → cleanup."""
-    out = _PullOutcome()
-    image = ref.kubelet_image  # what kubelet puts in ImageSpec.image
-    start = time.monotonic()
-    before = await client.image_status(image)
-    clock.add("image_status_before", True, start, "present" if before else "absent")
-    out.image_info = ImageResult(present_before=before is not None)
-    pulled = False
-    for cred in creds:
-        source = cred.source if cred is not None else "anonymous"
-        remaining = max(deadline - time.monotonic(), 0.001)
-        progress(f"pulling {image} ({source})")
-        start = time.monotonic()
-        try:
-            await client.pull_image(image, cred, timeout=remaining)
-        except CriError as exc:
-            text = sanitize_error(exc.details)
-            cause = classify_error(text, exc.code.name if exc.code else None)
-            out.attempts.append(CredentialAttempt(source=source, ok=False, cause=cause, error=text))
-            clock.add("pull", False, start, f"{source}: {cause}")
-            out.error = exc
-            continue
-        except asyncio.CancelledError:
-            # Ctrl-C or a cancelled task: the RPC is cancelled; report it instead of dying.
-            task = asyncio.current_task()
-            if task is not None:
-                task.uncancel()
-            clock.add("pull", False, start, f"{source}: cancelled")
-            out.attempts.append(
-                CredentialAttempt(source=source, ok=False, cause=Cause.CANCELLED, error="cancelled")
+        if self.cancelled:
+            return CredentialAttempt(
+                source=self.source, ok=False, cause=Cause.CANCELLED, error="cancelled"
             )
-            out.cancelled = True
-            break
-        clock.add("pull", True, start, source)
-        out.attempts.append(CredentialAttempt(source=source, ok=True))
-        out.error = None
-        pulled = True
-        break
-    if not pulled:
-        return out
-    start = time.monotonic()
-    after = await client.image_status(image)
-    clock.add("image_status_after", after is not None, start)
-    if after is not None:
-        out.image_info.image_id = after.id
-        out.image_info.size_bytes = after.size
-        out.image_info.repo_digest = next(iter(after.repo_digests), "")
-    if not out.image_info.present_before and not req.keep:
-        start = time.monotonic()
-        await client.remove_image(after.id if after is not None else image)
-        out.image_info.removed = True
-        clock.add("remove", True, start)
-    return out
+        if self.error is None:
+            return CredentialAttempt(source=self.source, ok=True)
+        text = sanitize_error(self.error.details)
+        cause = classify_error(text, self.error.code.name if self.error.code else None)
+        return CredentialAttempt(source=self.source, ok=False, cause=cause, error=text)
+
+
+@dataclass
+class _PullOutcome:
+    """What the runtime half found, as plain values (the result models are built at the end)."""
+
+    present_before: bool | None = None  # None: ImageStatus was never asked
+    after: ImageInfo | None = None  # ImageStatus after a pull that worked
+    removed: bool = False
+    attempts: list[_Attempt] = field(default_factory=list)
+    error: CriError | None = None
+    cancelled: bool = False
+
+    def image_result(self) -> ImageResult | None:
+        from agent.models import ImageResult
+
+        if self.present_before is None:
+            return None
+        info = ImageResult(present_before=self.present_before, removed=self.removed)
+        if self.after is not None:
+            info.image_id = self.after.id
+            info.size_bytes = self.after.size
+            info.repo_digest = next(iter(self.after.repo_digests), "")
+        return info
 
 
 async def _free_space(client: CriClient) -> tuple[int | None, str]:
@@ -264,6 +262,8 @@ async def _free_space(client: CriClient) -> tuple[int | None, str]:
 
 
 def _measured_size(reports: list[EndpointReport]) -> int | None:
+    from agent.models import manifests
+
     return next((m.image_size for m in manifests(reports) if m.image_size is not None), None)
 
 
@@ -271,6 +271,8 @@ def _endpoints(
     registry: str, settings: NodeSettings, runtime: RuntimeInfo | None
 ) -> tuple[list[Endpoint], str]:
     """The endpoints the runtime contacts, and a warning when it ignores a bad hosts.toml."""
+    from agent.hosts import HostsConfigError, registry_endpoints
+
     version = None
     if runtime is not None and runtime.runtime_name == "containerd":
         version = runtime.runtime_version
@@ -299,7 +301,8 @@ class _Session:
         self.req, self.settings, self.clock, self.say = req, settings, clock, say
         self.ref, self.creds = ref, creds
         self.deadline = time.monotonic() + req.timeout
-        self.runtime: RuntimeInfo | None = None
+        self.client: CriClient | None = None
+        self.version: RuntimeVersion | None = None
         self.unavailable: RuntimeUnavailable | None = None
         self.outcome = _PullOutcome()
         self.warnings: list[str] = []
@@ -312,6 +315,12 @@ class _Session:
         self._probes: asyncio.Task[list[EndpointReport]] | None = None
         self._probes_started = 0.0
 
+    @property
+    def runtime(self) -> RuntimeInfo | None:
+        if self.client is None or self.version is None:
+            return None
+        return _runtime_info(self.client, self.version)
+
     async def run(self) -> None:
         start = time.monotonic()
         self.say("connecting to the container runtime")
@@ -322,30 +331,72 @@ class _Session:
                 api_version=self.settings.api_version,
             )
         except RuntimeUnavailable as exc:
-            self.clock.add("runtime", False, start, "unavailable")
+            self.clock.note("runtime", False, start, "unavailable")
             self.unavailable = exc
             client = None
         async with contextlib.AsyncExitStack() as stack:
             if client is not None:
                 await stack.enter_async_context(client)
-                self.runtime = await _runtime_info(client)
-                rt = self.runtime
-                detail = f"{rt.runtime_name} {rt.runtime_version} via {rt.api_version}"
-                self.clock.add("runtime", True, start, detail)
-            # hosts.toml is read the way this runtime version reads it, so probes start now.
-            self._start_probes()
+                version = await client.version()
+                self.client, self.version = client, version
+                runtime = f"{version.runtime_name} {version.runtime_version}"
+                self.clock.note("runtime", True, start, f"{runtime} via {client.api_version}")
+            # hosts.toml is read the way this runtime version reads it: the probes start now,
+            # once the engine has loaded, and the pull does not wait for either
+            self._probes = asyncio.create_task(self._registry_half())
             if client is not None and self.req.mode == "pull":
                 await self._guards(client)
             if client is not None and self.req.mode == "pull" and not self.refused:
-                self.outcome = await _pull(
-                    client, self.ref, self.creds, self.req, self.clock, self.say, self.deadline
-                )
+                await self._pull(client)
             elif client is not None:
                 present = await client.image_status(self.ref.kubelet_image)
-                self.outcome.image_info = ImageResult(present_before=present is not None)
+                self.outcome.present_before = present is not None
         if self.outcome.cancelled:
             return
         await self._await_probes()
+
+    async def _pull(self, client: CriClient) -> None:
+        """ImageStatus → PullImage with each credential until one works → ImageStatus → cleanup."""
+        out = self.outcome
+        image = self.ref.kubelet_image  # what kubelet puts in ImageSpec.image
+        start = time.monotonic()
+        before = await client.image_status(image)
+        self.clock.note("image_status_before", True, start, "present" if before else "absent")
+        out.present_before = before is not None
+        for cred in self.creds:
+            attempt = _Attempt(cred.source if cred is not None else "anonymous")
+            out.attempts.append(attempt)
+            remaining = max(self.deadline - time.monotonic(), 0.001)
+            self.say(f"pulling {image} ({attempt.source})")
+            start = time.monotonic()
+            try:
+                await client.pull_image(image, cred, timeout=remaining)
+            except CriError as exc:
+                attempt.error = out.error = exc
+                await _load_engine()  # a failure waits for the evidence anyway
+                self.clock.note("pull", False, start, f"{attempt.source}: {attempt.record().cause}")
+                continue
+            except asyncio.CancelledError:
+                # Ctrl-C or a cancelled task: the RPC is cancelled; report it instead of dying.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                self.clock.note("pull", False, start, f"{attempt.source}: cancelled")
+                attempt.cancelled = out.cancelled = True
+                return
+            self.clock.note("pull", True, start, attempt.source)
+            out.error = None
+            break
+        else:
+            return
+        start = time.monotonic()
+        out.after = await client.image_status(image)
+        self.clock.note("image_status_after", out.after is not None, start)
+        if not out.present_before and not self.req.keep:
+            start = time.monotonic()
+            await client.remove_image(out.after.id if out.after is not None else image)
+            out.removed = True
+            self.clock.note("remove", True, start)
 
     async def _guards(self, client: CriClient) -> None:
         """Refuse a pull that would fill the image filesystem or exceed the size limit."""
@@ -360,7 +411,7 @@ class _Session:
                     f"only {free} bytes free on the image filesystem {where}, "
                     f"below the minimum of {self.req.min_free_space}; not pulled"
                 )
-            self.clock.add("free_space", not self.refused, start, where)
+            self.clock.note("free_space", not self.refused, start, where)
             if self.refused:
                 return
         if self.req.max_image_size:
@@ -377,7 +428,10 @@ class _Session:
                 )
             self.clock.add("size_check", not self.refused, start, f"{size} bytes")
 
-    def _start_probes(self) -> None:
+    def _registry_probe(self) -> RegistryProbe:
+        """The probes of every endpoint the runtime contacts (the engine is loaded)."""
+        from agent.probes import RegistryProbe
+
         endpoints, warning = _endpoints(self.ref.registry_host, self.settings, self.runtime)
         if warning:
             self.warnings.append(warning)
@@ -385,11 +439,13 @@ class _Session:
         ctx = _probe_context(self.settings, self.creds, self.ref, self.deadline)
         if self.req.max_image_size and self.req.mode == "pull":
             ctx.measure_size_for = node_platform()
-        self._registry = RegistryProbe(endpoints, ctx)
+        return RegistryProbe(endpoints, ctx)
+
+    async def _registry_half(self) -> list[EndpointReport]:
+        await _load_engine()
+        self._registry = self._registry_probe()
         self._probes_started = time.monotonic()
-        self._probes = asyncio.create_task(
-            _probe(self.ref.registry_host, self._registry, self.clock, self.say)
-        )
+        return await _probe(self.ref.registry_host, self._registry, self.clock, self.say)
 
     async def _await_probes(self) -> None:
         assert self._probes is not None
@@ -402,45 +458,52 @@ class _Session:
             async with asyncio.timeout(max(self.deadline - time.monotonic(), 0) + grace):
                 self.reports = await self._probes
         except TimeoutError:
-            self._keep_probes(Cause.TIMEOUT, "no answer before the test deadline")
+            self._keep_probes("timeout", "no answer before the test deadline")
 
     def stop_probes(self) -> None:
         """Cancel probes still running; the result keeps what they found (see _keep_probes)."""
-        self._keep_probes(Cause.CANCELLED, "cancelled before it finished")
+        self._keep_probes("cancelled", "cancelled before it finished")
 
-    def _keep_probes(self, cause: Cause, reason: str) -> None:
+    def _keep_probes(self, cause: Literal["timeout", "cancelled"], reason: str) -> None:
         """Stop the probes if they still run and keep their evidence: finished chains as they
-        are, each running chain with its finished probes and the step in flight marked cut."""
+        are, each running chain with its finished probes and the step in flight marked cut (a
+        chain that had not started yet, the engine still loading, as not probed)."""
         task = self._probes
-        if task is None or self._registry is None or self.reports:
+        if task is None or self.reports:
             return
-        if task.done() and not task.cancelled() and task.exception() is None:
-            self.reports = task.result()  # finished just before it was asked for
+        if task.done() and not task.cancelled():
+            if task.exception() is None:  # else it is raised where the task is awaited
+                self.reports = task.result()  # finished just before it was asked for
             return
         task.cancel()
-        self.reports = self._registry.so_far(cause, reason)
+        _import_engine()  # the evidence is made of the models: load them now if need be
+        from agent.models import Cause
+
+        if self._registry is None:
+            self._registry = self._registry_probe()
+            self._probes_started = time.monotonic()
+        self.reports = self._registry.so_far(Cause(cause), reason)
         detail = f"{reason}: {_probe_detail(self.reports)}"
         self.clock.add("probe", False, self._probes_started, detail)
 
 
 def _finish(result: PullTestResult, clock: PhaseClock) -> PullTestResult:
-    result.phases = clock.phases
+    result.phases = clock.settle()
     result.duration_ms = clock.elapsed_ms()
     return result
 
 
 def _fail(result: PullTestResult, cause: Cause, summary: str) -> None:
+    from agent.diagnosis import remedy
+
     result.success, result.cause, result.summary = False, cause, summary
     result.remedy = remedy(cause, None, result.image, platform=node_platform())
 
 
-async def run_pull_test(
-    req: PullTestRequest, settings: NodeSettings, progress: Progress | None = None
-) -> PullTestResult:
-    """Run one pull test and return its result; never raises for a diagnosable failure."""
-    say: Progress = progress or (lambda _msg: None)
-    clock = PhaseClock()
-    result = PullTestResult(
+def _new_result(req: PullTestRequest, settings: NodeSettings, clock: PhaseClock) -> PullTestResult:
+    from agent.models import PullTestResult
+
+    return PullTestResult(
         pullcheck_version=__version__,
         node=settings.node_name or node_name(),
         image=req.image,
@@ -449,17 +512,27 @@ async def run_pull_test(
         duration_ms=0.0,
         success=False,
     )
+
+
+async def run_pull_test(
+    req: PullTestRequest, settings: NodeSettings, progress: Progress | None = None
+) -> PullTestResult:
+    """Run one pull test and return its result; never raises for a diagnosable failure."""
+    say: Progress = progress or (lambda _msg: None)
+    clock = PhaseClock()
     start = time.monotonic()
     try:
         ref = parse(req.image)
     except InvalidReference as exc:
-        clock.add("parse", False, start, exc.reason)
+        from agent.models import Cause
+
+        clock.note("parse", False, start, exc.reason)
+        result = _new_result(req, settings, clock)
         _fail(
             result, Cause.INVALID_REFERENCE, f"invalid image reference {req.image!r}: {exc.reason}"
         )
         return _finish(result, clock)
-    clock.add("parse", True, start, ref.normalized)
-    result.reference = ref.normalized
+    clock.note("parse", True, start, ref.normalized)
     session = _Session(req, settings, clock, say, ref, _credentials_for(ref, req))
     try:
         await session.run()
@@ -470,10 +543,23 @@ async def run_pull_test(
         session.outcome.cancelled = True
     finally:
         session.stop_probes()
+    _import_engine()  # loaded by now, unless the test ended before the runtime answered
+    return _result(req, settings, session, ref)
+
+
+def _result(
+    req: PullTestRequest, settings: NodeSettings, session: _Session, ref: Reference
+) -> PullTestResult:
+    """The result models, built once the test is over."""
+    from agent.diagnosis import path_findings
+    from agent.models import Cause
+
+    result = _new_result(req, settings, session.clock)
+    result.reference = ref.normalized
     outcome = session.outcome
     result.runtime = session.runtime
-    result.image_info = outcome.image_info
-    result.credentials = outcome.attempts
+    result.image_info = outcome.image_result()
+    result.credentials = [attempt.record() for attempt in outcome.attempts]
     result.warnings = session.warnings
     result.endpoints = session.reports
     if outcome.cancelled:
@@ -490,13 +576,15 @@ async def run_pull_test(
         if not result.success and session.hosts_problem:
             result.remedy += f" Note: {session.hosts_problem}."
     _explain_credentials(result, req, ref)
-    return _finish(result, clock)
+    return _finish(result, session.clock)
 
 
 def _verdict(
     result: PullTestResult, error: CriError | None, req: PullTestRequest, hosts_dir: str
 ) -> None:
     """Success, or the diagnosis from the runtime error and the probe evidence."""
+    from agent.diagnosis import diagnose, path_findings, sanitize_error
+
     reports = result.endpoints
     text = sanitize_error(error.details) if error is not None else None
     code = error.code.name if error is not None and error.code is not None else None
@@ -539,6 +627,11 @@ async def run_probe(
     progress: Progress | None = None,
 ) -> ProbeReport:
     """Probe the registry path for an image or a bare registry host, without the runtime."""
+    _import_engine()  # nothing to overlap: the probes are the whole test
+    from agent.diagnosis import diagnose, path_findings, remedy
+    from agent.models import Cause, ProbeReport
+    from agent.probes import RegistryProbe
+
     say: Progress = progress or (lambda _msg: None)
     clock = PhaseClock()
     report = ProbeReport(

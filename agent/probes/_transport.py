@@ -14,8 +14,9 @@ so two names on one address would otherwise share a connection made with the oth
 from __future__ import annotations
 
 import contextlib
+import functools
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import httpx
 
@@ -37,17 +38,21 @@ class UnresolvedHostError(PullcheckError, OSError):
 
 class _ResolvedTransport(httpx.AsyncBaseTransport):
     """Routes each request to its host's resolved address through a stock
-    :class:`httpx.AsyncHTTPTransport` (one per host name, see the module docstring)."""
+    :class:`httpx.AsyncHTTPTransport` (one per scheme and host name, see the module docstring).
 
-    def __init__(self, ssl_context: ssl.SSLContext, addresses: Mapping[str, str]) -> None:
-        self._ssl_context = ssl_context
+    ``tls`` gives the TLS configuration; it is asked for on the first https request only: a
+    plain-HTTP registry needs no trust store (loading the system's costs ~20 ms of CPU).
+    """
+
+    def __init__(self, tls: Callable[[], ssl.SSLContext], addresses: Mapping[str, str]) -> None:
+        self._tls = tls
         self._addresses = addresses
-        self._transports: dict[str, httpx.AsyncHTTPTransport] = {}
+        self._transports: dict[tuple[str, str], httpx.AsyncHTTPTransport] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         name = request.url.host
         if is_ip_literal(name):
-            return await self._transport(name).handle_async_request(request)
+            return await self._transport(request.url.scheme, name).handle_async_request(request)
         address = self._addresses.get(host_key(name))
         if address is None:
             raise UnresolvedHostError(
@@ -60,14 +65,14 @@ class _ResolvedTransport(httpx.AsyncBaseTransport):
             stream=request.stream,
             extensions={**request.extensions, "sni_hostname": name},
         )
-        return await self._transport(name).handle_async_request(routed)
+        return await self._transport(request.url.scheme, name).handle_async_request(routed)
 
-    def _transport(self, name: str) -> httpx.AsyncHTTPTransport:
-        key = host_key(name)
+    def _transport(self, scheme: str, name: str) -> httpx.AsyncHTTPTransport:
+        key = (scheme, host_key(name))
         transport = self._transports.get(key)
         if transport is None:
             transport = httpx.AsyncHTTPTransport(
-                verify=self._ssl_context,
+                verify=self._tls() if scheme == "https" else False,  # False: no TLS, no store
                 trust_env=False,
                 limits=httpx.Limits(max_connections=_CONNECTIONS_PER_HOST),
                 retries=0,
@@ -86,7 +91,10 @@ async def open_client(endpoint: Endpoint, ctx: ProbeContext) -> AsyncIterator[ht
     """An HTTP client for ``endpoint`` (and its token realm) that connects only to resolved
     addresses in ``ctx.state.host_addresses``. Raises
     :class:`~agent.probes._tls_context.TlsConfigError` for bad CA or client certificate files."""
-    transport = _ResolvedTransport(build_ssl_context(endpoint, ctx), ctx.state.host_addresses)
+    tls = functools.partial(build_ssl_context, endpoint, ctx)
+    if endpoint.scheme == "https" or ctx.cafile or endpoint.ca_files or endpoint.client_certs:
+        tls()  # a CA or certificate file that does not load fails here, as it fails containerd
+    transport = _ResolvedTransport(tls, ctx.state.host_addresses)
     async with httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(ctx.timeout),
