@@ -46,7 +46,8 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 BENCH = Path(__file__).resolve().parent
 
 
-def _status_mib(pid: int, key: str) -> float:
+def status_mib(pid: int, key: str) -> float:
+    """``key`` (VmRSS, VmHWM …) of process ``pid`` in MiB."""
     match = re.search(rf"{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(match.group(1)) / 1024 if match else float("nan")
 
@@ -139,10 +140,10 @@ def run(
                 else:
                     aggregated.append(_aggregated(agg.url, image, agents))
                     direct.append(asyncio.run(_direct(ports, image)))
-            rss = _status_mib(agg.proc.pid, "VmRSS")
-            peak = _status_mib(agg.proc.pid, "VmHWM")
-            host_rss = _status_mib(host.pid, "VmRSS")
-            host_peak = _status_mib(host.pid, "VmHWM")
+            rss = status_mib(agg.proc.pid, "VmRSS")
+            peak = status_mib(agg.proc.pid, "VmHWM")
+            host_rss = status_mib(host.pid, "VmRSS")
+            host_peak = status_mib(host.pid, "VmHWM")
     finally:
         host.terminate()
         host.wait(timeout=30)

@@ -12,15 +12,22 @@ goes wrong is answered, never raised, as one :class:`CallFailure`:
                  model, or over :data:`MAX_ANSWER_BYTES`).
 
 :class:`JsonClient` is what every such client needs (the aggregator also forwards to its leading
-replica with it, :mod:`agent.cluster.forwarding`): it owns the ``httpx.AsyncClient`` (bounded
-pool, kept-alive connections expire after 2 s, before the peer's uvicorn drops them after 5 s;
-``trust_env=False``: no proxy from the environment), the bearer token, a deadline per call, a
-bounded read, and one retry when a kept-alive connection turns out stale.
+replica with it, :mod:`agent.cluster.forwarding`): it owns the ``httpx.AsyncClient`` (at most
+``max_connections`` calls at once; one small connection pool per peer, whose kept-alive
+connections expire after 2 s, before the peer's uvicorn drops them after 5 s; ``trust_env=False``:
+no proxy from the environment), the bearer token, a deadline per call, a bounded read, and one
+retry when a kept-alive connection turns out stale.
+
+One pool per peer, not one pool for all: httpx's pool looks for a connection by scanning every
+connection it holds for every queued request, so one pool over 1,000 agents spent seconds of CPU
+per fan-out (``bench/bench_aggregator_1000.py``); a pool per agent holds a handful.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -56,6 +63,8 @@ __all__ = [
 #: the largest answer read from a peer (a node's full result is a few hundred KiB)
 MAX_ANSWER_BYTES: Final = 8 * 1024 * 1024
 _KEEPALIVE_EXPIRY: Final = 2.0  # seconds; agents (uvicorn) drop idle connections after 5 s
+_PER_PEER: Final = 8  # connections to one peer (readiness, tests, pre-pulls at once)
+_FORGET_PEER: Final = 60.0  # seconds after its last call a peer's (empty) pool is dropped
 _REASON_LIMIT: Final = 300  # characters of a failure's message
 # a kept-alive connection the peer had just closed: the request never reached it
 _STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
@@ -154,6 +163,68 @@ def _parse(reply: Reply, model: type[M]) -> M | CallFailure:
         return _garbage(reply.status, describe_errors(first, root="answer", show_input=False)[0])
 
 
+class _PeerPools(httpx.AsyncBaseTransport):
+    """One small connection pool (an ``httpx.AsyncHTTPTransport``) per peer
+    (scheme, host, port), sharing one TLS context; a peer not called for
+    :data:`_FORGET_PEER` seconds is forgotten (its kept-alive connections expired long before)."""
+
+    def __init__(self) -> None:
+        self._pools: dict[tuple[str, str, int | None], httpx.AsyncHTTPTransport] = {}
+        self._used: dict[tuple[str, str, int | None], float] = {}  # last call started
+        self._active: dict[tuple[str, str, int | None], int] = {}  # calls still running
+        self._ssl: ssl.SSLContext | None = None
+        self._pruned = time.monotonic()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        key = (url.scheme, url.host, url.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            await self._prune()
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(
+                verify=self._context(),
+                trust_env=False,
+                limits=httpx.Limits(
+                    max_connections=_PER_PEER,
+                    max_keepalive_connections=_PER_PEER,
+                    keepalive_expiry=_KEEPALIVE_EXPIRY,
+                ),
+            )
+        self._used[key] = time.monotonic()
+        self._active[key] = self._active.get(key, 0) + 1
+        try:
+            return await pool.handle_async_request(request)
+        finally:
+            self._active[key] -= 1
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:  # built once, only when the first pool is: agents may be https
+            self._ssl = httpx.create_ssl_context(trust_env=False)
+        return self._ssl
+
+    async def _prune(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned < _FORGET_PEER:
+            return
+        self._pruned = now
+        stale = [
+            key
+            for key, used in self._used.items()
+            if now - used > _FORGET_PEER and not self._active.get(key)
+        ]
+        for key in stale:
+            del self._used[key], self._active[key]
+            await self._pools.pop(key).aclose()
+
+    async def aclose(self) -> None:
+        pools = list(self._pools.values())
+        self._pools.clear()
+        self._used.clear()
+        self._active.clear()
+        for pool in pools:
+            await pool.aclose()
+
+
 class JsonClient:
     """Requests to peers under a deadline each; a :class:`Reply` or a :class:`CallFailure`.
 
@@ -172,20 +243,14 @@ class JsonClient:
         if max_connections < 1 or max_answer_bytes < 1:
             raise ValueError("max_connections and max_answer_bytes must be at least 1")
         self._token = token
-        self._limits = httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections,
-            keepalive_expiry=_KEEPALIVE_EXPIRY,
-        )
+        self._gate = asyncio.Semaphore(max_connections)  # calls at once, over all peers
         self._transport = transport
         self._max_answer = max_answer_bytes
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            transport = self._transport or httpx.AsyncHTTPTransport(
-                limits=self._limits, trust_env=False
-            )
+            transport = self._transport or _PeerPools()
             self._client = httpx.AsyncClient(
                 transport=transport,
                 trust_env=False,
@@ -244,6 +309,10 @@ class JsonClient:
     ) -> Reply:
         client = self._http()
         request = client.build_request(method, url, params=params, content=content, headers=headers)
+        async with self._gate:
+            return await self._read(client, request)
+
+    async def _read(self, client: httpx.AsyncClient, request: httpx.Request) -> Reply:
         response = await client.send(request, stream=True)
         try:
             declared = response.headers.get("content-length", "")
