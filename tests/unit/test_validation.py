@@ -175,7 +175,7 @@ def test_fastapi_request_errors_leave_out_where_the_value_came_from() -> None:
     reply = client.post("/t", json={"image": "x", "bob:hunter2@quay.io": 1, "k" * 9000: 2})
     assert sorted(captured[1]) == [
         '["<redacted>@quay.io"]: unknown key',
-        f'{"k" * 63}…: unknown key',
+        f"{'k' * 63}…: unknown key",
     ]
     assert "hunter2" not in reply.text
     reply = client.post("/t", content=b"[1, 2]", headers={"content-type": "application/json"})
