@@ -29,7 +29,6 @@ from typing import get_args
 
 from agent.hostport import bracket, join, split_go
 from agent.models import Cause, EndpointReport, Finding, ProbeName, ProbeResult
-from agent.probes import step_text
 from agent.redaction import redact_text
 
 __all__ = [
@@ -385,6 +384,8 @@ def _deadline(
     hung = _deciding([r for r in reports if r.cause is Cause.TIMEOUT])
     failed = _failed_probe(hung) if hung is not None else None
     if hung is not None and failed is not None:
+        from agent.probes import step_text  # the probes load only when they run
+
         where = step_text(failed.probe, failed.target) + _address(hung, failed)
         return Diagnosis(
             Cause.TIMEOUT,

@@ -302,6 +302,9 @@ class PullTestResult(_Model):
     image_info: ImageResult | None = None
     credentials: list[CredentialAttempt] = []
     endpoints: list[EndpointReport] = []
+    # the endpoint a successful test went through: the only one the runtime contacts, or the
+    # first that answered the probes ("" when neither is known)
+    via: str = ""
 
     @property
     def digest(self) -> str:

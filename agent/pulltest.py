@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from agent import __version__, defaults
+from agent import __version__, defaults, dockerhub
 from agent.credentials import Credential, Keyring
 from agent.cri import CriClient, CriError, ImageInfo, RuntimeUnavailable, RuntimeVersion, connect
 from agent.reference import InvalidReference, Reference, is_registry_only, parse, parse_registry
@@ -50,8 +50,12 @@ __all__ = ["NodeSettings", "PullTestRequest", "node_name", "run_probe", "run_pul
 Progress = Callable[[str], None]
 
 _PROBE_GRACE = 2.0  # seconds the probes may run past the test deadline
-# what the pull itself does not need; loaded by _load_engine while the runtime pulls
-_ENGINE = ("agent.models", "agent.hosts", "agent.probes", "agent.diagnosis")
+# a pull still running this long gets its probes beside it, even when a success would not need them
+_PROBES_AFTER = 1.0  # seconds
+# what the pull itself does not need: the result's modules, loaded by _load_engine while the
+# runtime pulls, and the probes, loaded when they are to run
+_RESULTS = ("agent.models", "agent.hosts", "agent.diagnosis")
+_ENGINE = (*_RESULTS, "agent.probes")
 
 
 @dataclass(frozen=True)
@@ -98,16 +102,16 @@ def node_platform() -> str:
     return f"linux/{arch}"
 
 
-def _import_engine() -> None:
-    for name in _ENGINE:
+def _import_engine(names: tuple[str, ...] = _ENGINE) -> None:
+    for name in names:
         importlib.import_module(name)
 
 
-async def _load_engine() -> None:
-    """Import the engine in a worker thread: the event loop meanwhile serves the CRI calls (and
+async def _load_engine(names: tuple[str, ...] = _ENGINE) -> None:
+    """Import ``names`` in a worker thread: the event loop meanwhile serves the CRI calls (and
     the runtime pulls on its own cores). A no-op once loaded, as in the agent."""
-    if not all(name in sys.modules for name in _ENGINE):
-        await asyncio.to_thread(_import_engine)
+    if not all(name in sys.modules for name in names):
+        await asyncio.to_thread(_import_engine, names)
 
 
 def _credentials_for(ref: Reference, req: PullTestRequest) -> list[Credential | None]:
@@ -314,6 +318,9 @@ class _Session:
         self._registry: RegistryProbe | None = None
         self._probes: asyncio.Task[list[EndpointReport]] | None = None
         self._probes_started = 0.0
+        self._endpoint_list: list[Endpoint] | None = None
+        self._pull_answered = asyncio.Event()  # PullImage succeeded or failed (a credential)
+        self._proven = False  # a PullImage succeeded: the registry path works
 
     @property
     def runtime(self) -> RuntimeInfo | None:
@@ -341,8 +348,8 @@ class _Session:
                 self.client, self.version = client, version
                 runtime = f"{version.runtime_name} {version.runtime_version}"
                 self.clock.note("runtime", True, start, f"{runtime} via {client.api_version}")
-            # hosts.toml is read the way this runtime version reads it: the probes start now,
-            # once the engine has loaded, and the pull does not wait for either
+            # hosts.toml is read the way this runtime version reads it: the registry half starts
+            # now, once the engine has loaded, and the pull does not wait for it
             self._probes = asyncio.create_task(self._registry_half())
             if client is not None and self.req.mode == "pull":
                 await self._guards(client)
@@ -373,7 +380,8 @@ class _Session:
                 await client.pull_image(image, cred, timeout=remaining)
             except CriError as exc:
                 attempt.error = out.error = exc
-                await _load_engine()  # a failure waits for the evidence anyway
+                self._pull_answered.set()  # the probes are wanted now (_registry_half)
+                await _load_engine(_RESULTS)  # a failure waits for the evidence anyway
                 self.clock.note("pull", False, start, f"{attempt.source}: {attempt.record().cause}")
                 continue
             except asyncio.CancelledError:
@@ -386,6 +394,8 @@ class _Session:
                 return
             self.clock.note("pull", True, start, attempt.source)
             out.error = None
+            self._proven = True
+            self._pull_answered.set()
             break
         else:
             return
@@ -428,20 +438,57 @@ class _Session:
                 )
             self.clock.add("size_check", not self.refused, start, f"{size} bytes")
 
+    def _endpoints(self) -> list[Endpoint]:
+        """The endpoints the runtime contacts, read once (the result's modules are loaded)."""
+        if self._endpoint_list is None:
+            endpoints, warning = _endpoints(self.ref.registry_host, self.settings, self.runtime)
+            if warning:
+                self.warnings.append(warning)
+                self.hosts_problem = warning
+            self._endpoint_list = endpoints
+        return self._endpoint_list
+
+    def sole_endpoint(self) -> Endpoint | None:
+        """The one endpoint the runtime contacts, when there is one and it was read."""
+        endpoints = self._endpoint_list or []
+        return endpoints[0] if len(endpoints) == 1 else None
+
     def _registry_probe(self) -> RegistryProbe:
         """The probes of every endpoint the runtime contacts (the engine is loaded)."""
         from agent.probes import RegistryProbe
 
-        endpoints, warning = _endpoints(self.ref.registry_host, self.settings, self.runtime)
-        if warning:
-            self.warnings.append(warning)
-            self.hosts_problem = warning
         ctx = _probe_context(self.settings, self.creds, self.ref, self.deadline)
         if self.req.max_image_size and self.req.mode == "pull":
             ctx.measure_size_for = node_platform()
-        return RegistryProbe(endpoints, ctx)
+        return RegistryProbe(self._endpoints(), ctx)
+
+    def _success_needs_probes(self) -> bool:
+        """Whether the probes can tell something a successful pull does not (docs/benchmarks.md,
+        "What a successful pull needs from the probes"): a pull that works proves the resolver,
+        TCP, TLS, the credentials and the manifest of the one endpoint it used, but not which
+        of several endpoints it used (a dead mirror), Docker Hub's remaining quota, or the size
+        a size limit is checked against. Anything but a pull always probes."""
+        return (
+            self.req.mode != "pull"
+            or self.client is None
+            or bool(self.req.max_image_size)
+            or len(self._endpoints()) != 1
+            or bool(self.hosts_problem)
+            or dockerhub.is_hub(self.ref.domain)
+        )
 
     async def _registry_half(self) -> list[EndpointReport]:
+        await _load_engine(_RESULTS)
+        if not self._success_needs_probes():
+            # wait for the pull's answer, but not for long: a slow or stuck pull gets its
+            # evidence beside it, a failure right after it, a quick success needs none
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_PROBES_AFTER):
+                    await self._pull_answered.wait()
+            if self._proven:
+                detail = "not run: the pull proved the registry path"
+                self.clock.note("probe", True, time.monotonic(), detail)
+                return []
         await _load_engine()
         self._registry = self._registry_probe()
         self._probes_started = time.monotonic()
@@ -543,7 +590,7 @@ async def run_pull_test(
         session.outcome.cancelled = True
     finally:
         session.stop_probes()
-    _import_engine()  # loaded by now, unless the test ended before the runtime answered
+    _import_engine(_RESULTS)  # loaded by now, unless the test ended before the runtime answered
     return _result(req, settings, session, ref)
 
 
@@ -572,7 +619,8 @@ def _result(
     else:
         if session.unavailable is not None:
             result.warnings.append(f"runtime not checked: {session.unavailable}")
-        _verdict(result, outcome.error, req, settings.registry_config_path.split(":")[0])
+        sole = session.sole_endpoint()
+        _verdict(result, outcome.error, req, settings.registry_config_path.split(":")[0], sole)
         if not result.success and session.hosts_problem:
             result.remedy += f" Note: {session.hosts_problem}."
     _explain_credentials(result, req, ref)
@@ -580,9 +628,14 @@ def _result(
 
 
 def _verdict(
-    result: PullTestResult, error: CriError | None, req: PullTestRequest, hosts_dir: str
+    result: PullTestResult,
+    error: CriError | None,
+    req: PullTestRequest,
+    hosts_dir: str,
+    sole: Endpoint | None = None,
 ) -> None:
-    """Success, or the diagnosis from the runtime error and the probe evidence."""
+    """Success, or the diagnosis from the runtime error and the probe evidence (``sole``: the
+    only endpoint the runtime contacts, when it is known)."""
     from agent.diagnosis import diagnose, path_findings, sanitize_error
 
     reports = result.endpoints
@@ -603,8 +656,9 @@ def _verdict(
         )
     )
     if diagnosis is None:
-        working = next((r for r in reports if r.success), None)
-        via = f" via {working.endpoint.url}" if working else ""
+        working = next((r.endpoint for r in reports if r.success), sole)
+        result.via = working.url if working else ""
+        via = f" via {result.via}" if working else ""
         verb = "pulled" if req.mode == "pull" else "resolved"
         info = result.image_info
         digest = f" ({info.repo_digest or info.image_id})" if info and info.image_id else ""

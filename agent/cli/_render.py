@@ -245,7 +245,8 @@ def _image_line(info: ImageResult) -> str:
 def _success_lines(result: PullTestResult) -> None:
     """crictl-style: what was pulled, from where, in how long; then digest, size and id."""
     working = _working(result.endpoints)
-    via = f" via {clean(working.endpoint.url)}" if working is not None else ""
+    served = result.via or (working.endpoint.url if working is not None else "")
+    via = f" via {clean(served)}" if served else ""
     took = f" in {seconds(result.duration_ms)}"
     ref = clean(result.reference or result.image)
     info = result.image_info

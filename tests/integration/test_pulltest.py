@@ -84,8 +84,25 @@ def test_pull_good_image_records_everything_and_cleans_up(node: NodeSettings, la
         p.name for p in result.phases
     }
     assert all(p.ok for p in result.phases)
-    assert result.endpoints and result.endpoints[0].success
+    # one endpoint and a quick success: the pull proved the path, the probes were not needed
+    probe = next(p for p in result.phases if p.name == "probe")
+    assert probe.detail == "not run: the pull proved the registry path"
+    assert result.endpoints == [] and "via http://plain.pullcheck.test:15000/v2" in result.summary
     assert _absent(node, image), "the test image was left on the node"
+
+
+def test_a_pull_that_fails_still_gets_the_probes(node: NodeSettings, lab: LabInfo) -> None:
+    result = _run(node, lab.images["missing_tag"])
+    assert not result.success and result.cause == "manifest_not_found"
+    assert result.endpoints and result.endpoints[0].probes, "a failure gets the full evidence"
+
+
+def test_a_mirror_gets_probed_beside_a_pull_that_works(node: NodeSettings, lab: LabInfo) -> None:
+    result = _run(node, lab.images["mirrored"])
+    assert result.success, result.summary
+    # the dead mirror first in hosts.toml: only the probes can tell the pull fell back past it
+    assert len(result.endpoints) == 2 and not result.endpoints[0].success
+    assert result.endpoints[1].success and result.findings
 
 
 def test_already_present_image_is_not_removed(node: NodeSettings, lab: LabInfo) -> None:
