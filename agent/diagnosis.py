@@ -2,8 +2,9 @@
 
 Two sources are combined:
 
-* the runtime's own error text (containerd 1.4 … 2.x and CRI-O wordings, with or without kubelet's
-  ``rpc error: code = … desc =`` prefix), matched by :func:`classify_error`;
+* the runtime's own error text (containerd 1.x … 2.x, CRI-O, Docker and kubelet wordings, with or
+  without their wrappers), classified by :func:`agent.classify.classify` — the same classifier
+  ``pullcheck explain`` uses on pasted text;
 * the registry-path probes (:class:`~agent.models.EndpointReport`), which settle what the text
   cannot, e.g. "pull access denied, repository does not exist or may require authorization" becomes
   ``repository_not_found`` or ``unauthorized`` depending on what the registry answered.
@@ -27,9 +28,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import get_args
 
+from agent.classify import VARIANTS, classify
 from agent.hostport import bracket, join, split_go
 from agent.models import Cause, EndpointReport, Finding, ProbeName, ProbeResult
 from agent.redaction import redact_text
+from agent.remedies import remedy_text
 
 __all__ = [
     "AMBIGUOUS_CAUSES",
@@ -44,99 +47,6 @@ __all__ = [
 # Causes that the runtime text alone cannot settle; the probe evidence decides between them.
 AMBIGUOUS_CAUSES = frozenset({Cause.MANIFEST_NOT_FOUND, Cause.UNAUTHORIZED})
 
-_QUOTED = re.compile(r'"[^"]*"')
-_URL = re.compile(r"\bhttps?://[^\s\"]+?(?=:\s|[\s\"]|$)")
-
-# (cause, pattern) in priority order: the first match wins. Texts overlap, so order matters:
-# disk-full beats unpack errors, HTTP/HTTPS mismatch beats generic TLS, DNS beats timeouts,
-# rate limits beat 4xx, and "not found" forms come last.
-_RULES: tuple[tuple[Cause, re.Pattern[str]], ...] = tuple(
-    (cause, re.compile(pattern, re.IGNORECASE))
-    for cause, pattern in (
-        (
-            Cause.INVALID_REFERENCE,
-            r"invalid reference format|must be lowercase"
-            r"|failed to parse image reference|couldn't parse image name",
-        ),
-        (Cause.DISK_FULL, r"no space left on device|disk quota exceeded"),
-        (
-            Cause.PLATFORM_MISMATCH,
-            r"no match for platform in manifest"
-            r"|no image found in (manifest list|image index) for architecture"
-            r"|image with reference .* was found but does not match the specified platform",
-        ),
-        (
-            Cause.LAYER_CORRUPT,
-            r"invalid tar header|failed to extract layer|apply layer error"
-            r"|failed to unpack image|error processing tar file|gzip: invalid header"
-            r"|zstd: |unexpected commit digest|digest mismatch|invalid checksum digest format"
-            r"|failed size validation",
-        ),
-        (
-            Cause.RATE_LIMITED,
-            r"toomanyrequests|429 too many requests|pull rate limit"
-            r"|too many requests",
-        ),
-        (
-            Cause.HTTP_HTTPS_MISMATCH,
-            r"server gave http response to https client"
-            r"|first record does not look like a tls handshake|wrong version number"
-            r"|http: server gave http response",
-        ),
-        (
-            Cause.TLS_ERROR,
-            r"x509:|tls: failed to verify certificate|certificate signed by unknown"
-            r"|tls: bad certificate|tls: handshake failure|certificate has expired"
-            r"|certificate is not valid|certificate verify failed",
-        ),
-        (
-            Cause.DNS_FAILURE,
-            r"lookup \S+( on \S+)?: (no such host|server misbehaving"
-            r"|temporary failure in name resolution|no answer from dns server"
-            r"|read udp [^:]+:\d+->\S+: i/o timeout|i/o timeout|dial udp)"
-            r"|temporary failure in name resolution|name or service not known"
-            r"|no such host",
-        ),
-        (
-            Cause.CONNECTION_REFUSED,
-            r"connection refused|no route to host|network is unreachable"
-            r"|connection reset by peer",
-        ),
-        (
-            Cause.TIMEOUT,
-            r"i/o timeout|connection timed out|tls handshake timeout"
-            r"|deadline exceeded|client\.timeout|timeout awaiting response headers"
-            r"|cancel pulling image .* because of no progress",
-        ),
-        (Cause.CANCELLED, r"context canceled|code = canceled"),
-        (Cause.FORBIDDEN, r"403 forbidden|\bdenied: |requested access to the resource is denied"),
-        (
-            Cause.BLOB_NOT_FOUND,
-            r"/blobs/[^\s]*\bnot found|blob unknown|blob_unknown"
-            r"|content at \S+ not found|fetching blob"
-            r"|could not fetch content descriptor .* from remote: not found",
-        ),
-        (Cause.REPOSITORY_NOT_FOUND, r"name unknown|name_unknown|repository name not known"),
-        (
-            Cause.UNAUTHORIZED,
-            r"401 unauthorized|failed to fetch (oauth|anonymous) token"
-            r"|no basic auth credentials|authorization failed|unauthorized: "
-            r"|authentication required|pull access denied",
-        ),
-        (
-            Cause.MANIFEST_NOT_FOUND,
-            r"manifest unknown|manifest_unknown"
-            r"|failed to resolve (reference|image)[^\n]*: not found|: not found\s*$|code = notfound"
-            r"|reading manifest .* not found",
-        ),
-        (
-            Cause.RUNTIME_UNAVAILABLE,
-            r"code = unavailable|connection error: desc = \"transport"
-            r"|unknown service runtime\.v1",
-        ),
-    )
-)
-
 
 @dataclass(frozen=True)
 class Diagnosis:
@@ -144,6 +54,7 @@ class Diagnosis:
     summary: str
     remedy: str
     findings: list[Finding] = field(default_factory=list)  # other failures on the path
+    fragment: str = ""  # the words of the runtime's text that decided ("" when probes did)
 
 
 def sanitize_error(text: str) -> str:
@@ -152,41 +63,11 @@ def sanitize_error(text: str) -> str:
     return redact_text(text)
 
 
-def _strip_names(text: str) -> str:
-    """Drop quoted strings and URLs: image names and hosts may contain words like "denied".
-
-    containerd also repeats the quoted reference unquoted (``"R": R: not found``), so every
-    quoted name is removed wherever it appears.
-    """
-    for name in sorted({m.strip('"') for m in _QUOTED.findall(text)}, key=len, reverse=True):
-        if len(name) > 2:
-            text = text.replace(name, "…")
-    return _URL.sub("<url>", text)
-
-
 def classify_error(text: str, grpc_code: str | None = None) -> Cause:
-    """Classify a runtime pull error by its text (and gRPC status code name, if known).
-
-    The text is what containerd or CRI-O returned (optionally with kubelet's prefix). Causes in
-    :data:`AMBIGUOUS_CAUSES` should be refined with probe evidence by :func:`diagnose`.
-    """
-    code = (grpc_code or "").upper()
-    if code == "DEADLINE_EXCEEDED":
-        return Cause.TIMEOUT
-    if code in {"UNAVAILABLE", "UNIMPLEMENTED"} and "failed to pull" not in text:
-        return Cause.RUNTIME_UNAVAILABLE
-    # Blob URLs are informative (…/blobs/sha256:… not found), so match them before stripping.
-    if code == "NOT_FOUND" and "/blobs/" in text and "platform" not in text:
-        return Cause.BLOB_NOT_FOUND
-    stripped = _strip_names(text)
-    for cause, pattern in _RULES:
-        if pattern.search(stripped) or (cause is Cause.BLOB_NOT_FOUND and pattern.search(text)):
-            return cause
-    if code == "CANCELLED":
-        return Cause.CANCELLED
-    if code == "NOT_FOUND":
-        return Cause.MANIFEST_NOT_FOUND
-    return Cause.UNKNOWN
+    """Classify a runtime pull error by its text (and gRPC status code name, if known) with
+    :func:`agent.classify.classify`. Causes in :data:`AMBIGUOUS_CAUSES` should be refined with
+    probe evidence by :func:`diagnose`."""
+    return classify(text, grpc_code).cause
 
 
 # Causes only the runtime sees: the probes stop at the manifest HEAD and never unpack anything.
@@ -199,6 +80,8 @@ _RUNTIME_ONLY = frozenset(
         Cause.DISK_FULL,
         Cause.RUNTIME_UNAVAILABLE,
         Cause.CANCELLED,
+        Cause.CONNECTION_RESET,  # the probes stop at the manifest; the transfer comes later
+        Cause.IMAGE_NEVER_PULL,
     }
 )
 # How far a chain got: the index of the step that failed; the registry's answer about the
@@ -217,6 +100,7 @@ _CAUSE_DEPTH: dict[Cause, int] = {
     Cause.UNAUTHORIZED: 5,
     Cause.FORBIDDEN: 5,
     Cause.RATE_LIMITED: 5,
+    Cause.REGISTRY_ERROR: 5,
     Cause.MANIFEST_NOT_FOUND: _CONTENT_DEPTH,
     Cause.REPOSITORY_NOT_FOUND: _CONTENT_DEPTH,
 }
@@ -249,7 +133,7 @@ def _runtime_depth(cause: Cause, text: str) -> int | None:
         return _STAGES.index("tls")
     if cause is Cause.TIMEOUT and ("awaiting" in lowered or "client.timeout" in lowered):
         return _STAGES.index("http")
-    if cause is Cause.UNAUTHORIZED and "token" in lowered:
+    if cause in (Cause.UNAUTHORIZED, Cause.REGISTRY_ERROR) and "token" in lowered:
         return _STAGES.index("token")
     return _CAUSE_DEPTH.get(cause)
 
@@ -275,10 +159,6 @@ def path_findings(
         for r in reports
         if r is not cause_report and r.cause is not None and r.cause is not Cause.CANCELLED
     ]
-
-
-def _report_with(reports: Sequence[EndpointReport], cause: Cause) -> EndpointReport | None:
-    return next((r for r in reports if r.cause is cause), None)
 
 
 def _refine(cause: Cause, text: str, reports: Sequence[EndpointReport]) -> Cause:
@@ -319,11 +199,12 @@ def diagnose(
     if runtime_error is None:
         if decided is None or decided.cause is None:
             return None
-        return _from_report(decided.cause, decided, reports, image, platform, hosts_dir)
+        return _from_report(_cause_of(decided), decided, reports, image, platform, hosts_dir)
     text = sanitize_error(runtime_error)
     if deadline is not None:
         return _deadline(deadline, reports, image, platform, hosts_dir)
-    cause = _refine(classify_error(text, grpc_code), text, reports)
+    verdict = classify(text, grpc_code)
+    cause = _refine(verdict.cause, text, reports)
     depth = _runtime_depth(cause, text)
     if (
         decided is not None
@@ -332,37 +213,65 @@ def diagnose(
         and (depth is None or depth < _depth(decided))
     ):
         # the probes got further than the failure the runtime names (or it names none)
-        found = _from_report(decided.cause, decided, reports, image, platform, hosts_dir)
+        found = _from_report(_cause_of(decided), decided, reports, image, platform, hosts_dir)
         if depth is not None:
             found.findings.append(
                 Finding(cause=cause, summary=_runtime_line(text), source="runtime")
             )
         return found
-    evidence = decided if decided is not None and decided.cause is cause else None
-    evidence = evidence or _report_with(reports, cause)
+    variant = verdict.variant if cause is verdict.cause else ""
+    evidence = decided if decided is not None and _cause_of(decided) is cause else None
+    evidence = evidence or next((r for r in reports if _cause_of(r) is cause), None)
     if evidence is not None and evidence.summary:
-        return _from_report(cause, evidence, reports, image, platform, hosts_dir, text)
+        found = _from_report(cause, evidence, reports, image, platform, hosts_dir, text, variant)
+        return Diagnosis(found.cause, found.summary, found.remedy, found.findings, verdict.fragment)
     return Diagnosis(
         cause,
-        _text_summary(cause, text, image, platform),
-        remedy(cause, None, image, platform=platform, hosts_dir=hosts_dir, detail=text),
+        _text_summary(cause, text, image, platform, variant, verdict.fragment),
+        remedy(
+            cause,
+            None,
+            image,
+            platform=platform,
+            hosts_dir=hosts_dir,
+            detail=text,
+            variant=variant,
+        ),
         path_findings(reports),
+        verdict.fragment,
     )
 
 
+def _cause_of(report: EndpointReport) -> Cause | None:
+    """The report's cause, with an HTTP 5xx the probes could not name read as registry_error."""
+    if report.cause is Cause.UNKNOWN and _server_error(report, ""):
+        return Cause.REGISTRY_ERROR
+    return report.cause
+
+
 def _from_report(
-    cause: Cause,
+    cause: Cause | None,
     report: EndpointReport,
     reports: Sequence[EndpointReport],
     image: str,
     platform: str,
     hosts_dir: str,
     detail: str = "",
+    variant: str = "",
 ) -> Diagnosis:
+    cause = cause or Cause.UNKNOWN
     return Diagnosis(
         cause,
         report.summary,
-        remedy(cause, report, image, platform=platform, hosts_dir=hosts_dir, detail=detail),
+        remedy(
+            cause,
+            report,
+            image,
+            platform=platform,
+            hosts_dir=hosts_dir,
+            detail=detail,
+            variant=variant,
+        ),
         path_findings(reports, report),
     )
 
@@ -429,8 +338,14 @@ _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _FULL_PATH = re.compile(r"(/\S+?): no space left on device")
 
 
-def _text_summary(cause: Cause, text: str, image: str, platform: str) -> str:
+def _text_summary(
+    cause: Cause, text: str, image: str, platform: str, variant: str = "", fragment: str = ""
+) -> str:
     """A one-line summary from the runtime text alone, for causes no probe can see."""
+    decided = _one_line(fragment or text, 200)
+    registry = _registry(image) or "the registry"
+    if variant in VARIANTS:
+        return f"{VARIANTS[variant]}: {decided}"
     if cause is Cause.LAYER_CORRUPT:
         layer = _LAYER.search(text)
         parts = [p for p in text.split(": ") if p.strip() not in {"unknown", "failed precondition"}]
@@ -446,13 +361,14 @@ def _text_summary(cause: Cause, text: str, image: str, platform: str) -> str:
         path = _FULL_PATH.search(text)
         where = f" writing {path.group(1)}" if path else ""
         return f"no space left on the node's image filesystem{where}"
-    server_error = _STATUS_5XX.search(text)
-    if cause is Cause.UNKNOWN and server_error is not None:
-        registry = _registry(image) or "the registry"
-        return (
-            f"{registry} answered HTTP {server_error.group(0)}, a server-side error "
-            f"(runtime: {_runtime_line(text)})"
-        )
+    if cause is Cause.REGISTRY_ERROR:
+        status = _STATUS_5XX.search(text)
+        answer = f"HTTP {status.group(0)}" if status else "a server-side error"
+        return f"{registry} answered {answer}, a server-side error (runtime: {_runtime_line(text)})"
+    if cause is Cause.CONNECTION_RESET:
+        return f"the transfer from {registry} broke after it had started: {decided}"
+    if cause is Cause.IMAGE_NEVER_PULL:
+        return f"{image} is not on the node and the pod's imagePullPolicy is Never"
     return f"runtime: {_one_line(text)}"
 
 
@@ -495,110 +411,24 @@ def remedy(
     platform: str = "",
     hosts_dir: str = "/etc/containerd/certs.d",
     detail: str = "",
+    variant: str = "",
 ) -> str:
     """An action an operator can take for ``cause``, naming the host/port from the evidence
-    (``report``, and ``detail``: the runtime's error text, for what it alone shows)."""
+    (``report``, and ``detail``: the runtime's error text, for what it alone shows; ``variant``:
+    the mechanism the text names, :data:`agent.classify.VARIANTS`); the texts are
+    :func:`agent.remedies.remedy_text`."""
     host, hostport = _where(report, image)
-    server_error = _server_error(report, detail) if cause is Cause.UNKNOWN else ""
-    if server_error:
-        return (
-            f"Registry {hostport} is failing on its side (HTTP {server_error}): check the "
-            "registry's health and logs, its storage backend (disk space, object-store "
-            "credentials and reachability) and any proxy or load balancer in front of it (a "
-            "502, 503 or 504 often comes from the proxy, not the registry); if the outage "
-            "passes, retry later."
-        )
-    if (
-        cause is Cause.HTTP_HTTPS_MISMATCH
-        and report is not None
-        and report.endpoint.scheme == "http"
-    ):
-        return (
-            f"The endpoint {hostport} speaks TLS but the runtime uses plain HTTP: declare it in "
-            f'{hosts_dir}/{hostport}/hosts.toml with `server = "https://{hostport}"` (and its '
-            "`ca`, or `skip_verify = true`), or serve plain HTTP there."
-        )
-    registry = _registry(image) or hostport
-    node_platform = platform or "the node's platform"
-    remedies: dict[Cause, str] = {
-        Cause.INVALID_REFERENCE: (
-            "Fix the image reference in the pod spec; it must follow the "
-            "name[:tag][@digest] grammar with a lowercase repository."
-        ),
-        Cause.MANIFEST_NOT_FOUND: (
-            f"The tag or digest does not exist in the repository on {hostport}: pin an existing "
-            "tag (list them with `skopeo list-tags`) or push the missing one."
-        ),
-        Cause.REPOSITORY_NOT_FOUND: (
-            f"The repository does not exist on {hostport}: check the image name and registry "
-            "host for typos, or push the image there."
-        ),
-        Cause.UNAUTHORIZED: (
-            f"Registry {hostport} wants credentials that were not given or were refused: fix or "
-            "create the imagePullSecret (type kubernetes.io/dockerconfigjson) with a key matching "
-            f"{registry}, and reference it from the pod or its service account."
-        ),
-        Cause.FORBIDDEN: (
-            f"Registry {hostport} accepted the identity but denies pull access: grant that "
-            "account pull permission on the repository, or use a pull secret for one that has it."
-        ),
-        Cause.RATE_LIMITED: (
-            f"Registry {hostport} is rate-limiting pulls from this node's address: authenticate "
-            "pulls with an imagePullSecret (higher limits), or pull through a cache or mirror "
-            "(containerd hosts.toml) instead of the upstream registry."
-        ),
-        Cause.DNS_FAILURE: (
-            f"The node cannot resolve {host}: fix the node's DNS (the resolver in its "
-            "/etc/resolv.conf and its upstreams) or correct the registry host name."
-        ),
-        Cause.CONNECTION_REFUSED: (
-            f"Nothing accepts connections on {hostport} from this node: allow egress to "
-            f"{hostport} (firewall, security group, NetworkPolicy, proxy) and check that the "
-            "registry is up on that port."
-        ),
-        Cause.TIMEOUT: (
-            f"The endpoint {hostport} did not answer in time: allow egress to {hostport} "
-            "(packets are being dropped), check any proxy on the path, or the registry's health."
-        ),
-        Cause.TLS_ERROR: (
-            f"The TLS certificate of {host} is not trusted by the node: add its CA with "
-            f'`ca = "/path/ca.crt"` in {hosts_dir}/{hostport}/hosts.toml (or the '
-            "node trust store), or fix the certificate's names and validity."
-        ),
-        Cause.HTTP_HTTPS_MISMATCH: (
-            f"The endpoint {hostport} speaks plain HTTP but the runtime uses HTTPS: declare it in "
-            f'{hosts_dir}/{hostport}/hosts.toml with `server = "http://{hostport}"`, '
-            "or serve the registry over TLS."
-        ),
-        Cause.PLATFORM_MISMATCH: (
-            f"The image has no variant for {node_platform}: build and push it for that platform "
-            "(a multi-arch index), or keep the pod off these nodes with a kubernetes.io/arch "
-            "nodeSelector."
-        ),
-        Cause.LAYER_CORRUPT: (
-            "A layer of the image is not a valid archive or does not match its digest: rebuild "
-            "and re-push the image with valid layers."
-        ),
-        Cause.BLOB_NOT_FOUND: (
-            f"Registry {hostport} serves the manifest but not one of its blobs (storage loss or "
-            "an over-eager garbage collection): re-push the image."
-        ),
-        Cause.DISK_FULL: (
-            "The node's image filesystem is full: free space (remove unused images with "
-            "`crictl rmi --prune`, tune kubelet image GC thresholds) or enlarge the disk."
-        ),
-        Cause.RUNTIME_UNAVAILABLE: (
-            "No container runtime answered on the CRI socket: start containerd or CRI-O, pass "
-            "--endpoint, or mount the runtime socket into the agent."
-        ),
-        Cause.CANCELLED: (
-            "The pull was cancelled before it finished (by the client, or by containerd's "
-            "image_pull_progress_timeout on a stalled download): retry, and if it recurs check "
-            "the network path to the registry for stalls."
-        ),
-        Cause.UNKNOWN: (
-            "The failure matched no known cause: read the runtime error in the evidence and the "
-            "probe results for each endpoint."
-        ),
-    }
-    return remedies[cause]
+    server_error = (
+        _server_error(report, detail) if cause in (Cause.UNKNOWN, Cause.REGISTRY_ERROR) else ""
+    )
+    return remedy_text(
+        cause,
+        host=host,
+        hostport=hostport,
+        registry=_registry(image) or hostport,
+        platform=platform,
+        hosts_dir=hosts_dir,
+        variant=variant,
+        server_error=server_error,
+        plain_http=report is not None and report.endpoint.scheme == "http",
+    )

@@ -6,33 +6,11 @@ added, never renamed. No model may hold a credential: callers pass only redacted
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-
-class Cause(StrEnum):
-    """The fixed vocabulary of failure causes (README, JSON field ``cause``)."""
-
-    INVALID_REFERENCE = "invalid_reference"
-    MANIFEST_NOT_FOUND = "manifest_not_found"
-    REPOSITORY_NOT_FOUND = "repository_not_found"
-    UNAUTHORIZED = "unauthorized"
-    FORBIDDEN = "forbidden"
-    RATE_LIMITED = "rate_limited"
-    DNS_FAILURE = "dns_failure"
-    CONNECTION_REFUSED = "connection_refused"
-    TIMEOUT = "timeout"
-    TLS_ERROR = "tls_error"
-    HTTP_HTTPS_MISMATCH = "http_https_mismatch"
-    PLATFORM_MISMATCH = "platform_mismatch"
-    LAYER_CORRUPT = "layer_corrupt"
-    BLOB_NOT_FOUND = "blob_not_found"
-    DISK_FULL = "disk_full"
-    RUNTIME_UNAVAILABLE = "runtime_unavailable"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
+from agent.causes import Cause as Cause  # re-exported: the vocabulary lives in agent.causes
 
 
 class _Model(BaseModel):
@@ -291,6 +269,8 @@ class PullTestResult(_Model):
     summary: str = ""
     remedy: str = ""
     runtime_error: str = ""  # the runtime's own text, redacted, when the pull failed
+    # the words of runtime_error that decided the cause ("" when the probes decided)
+    deciding_fragment: str = ""
     # a guard stopped the pull before any download (success false, cause null)
     refused: Literal["", "image_too_large", "insufficient_space"] = ""
     warnings: list[str] = []  # notes that are not failures (an ignored hosts.toml, ...)

@@ -670,6 +670,7 @@ def _verdict(
     result.remedy = diagnosis.remedy
     result.findings = diagnosis.findings
     result.runtime_error = text or ""
+    result.deciding_fragment = diagnosis.fragment
 
 
 async def run_probe(

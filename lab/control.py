@@ -320,6 +320,7 @@ def _start(paths: Paths) -> LabInfo:
             services.token_server_check(paths),
         ),
         ("blackhole", services.blackhole_argv(paths), py_env, services.blackhole_check),
+        ("reset-proxy", services.reset_proxy_argv(paths), py_env, services.reset_proxy_check),
         ("nginx", services.nginx_argv(paths), None, services.nginx_check),
         ("containerd", services.containerd_argv(paths), None, services.containerd_check(paths)),
     ]

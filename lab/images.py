@@ -6,6 +6,8 @@
 * ``foreign``  - an image index that lists only a manifest for the *other* architecture.
 * ``blobgone`` - a normal single-layer image with unique content; its layer blob's data file is
                  deleted from the registry storage after the push (see ``blob_data_file``).
+* ``reset``    - one 1 MiB incompressible layer of its own (no other pull puts it into containerd's
+                 store), pulled only through the reset proxy (``lab/faults.py``), which cuts it.
 * ``big``      - 64 MiB in 8 gzip layers of incompressible pseudo-random data, host platform: a
                  pull that costs something (the pull-cost benchmark). Built once per lab directory
                  and kept in ``<dir>/seed-cache`` (see ``cached_layout``), which survives restarts.
@@ -254,6 +256,12 @@ def build_blobgone() -> Layout:
     return Layout("blobgone", top, blobs, notes={"layer": blobs[1].digest})
 
 
+def build_reset() -> Layout:
+    layer = _gzip_layer({"app/reset.bin": pseudo_random("reset-layer", 1024 * 1024)})
+    top, blobs = _image("reset", host_arch(), [layer], ["/bin/app"])
+    return Layout("reset", top, blobs, notes={"layer": blobs[1].digest})
+
+
 BIG_LAYERS = 8
 BIG_LAYER_BYTES = 8 * 1024 * 1024
 # bump when build_big changes, so that a lab directory's cached copy is rebuilt
@@ -304,6 +312,7 @@ def build_all(seed_dir: Path) -> dict[str, Layout]:
         "corrupt": build_corrupt(),
         "foreign": build_foreign(),
         "blobgone": build_blobgone(),
+        "reset": build_reset(),
     }
     for layout in layouts.values():
         layout.write(seed_dir)
@@ -348,6 +357,7 @@ def push_plan(registries: dict[str, str]) -> list[Push]:
         Push("corrupt", f"{plain}/pullcheck/corrupt:1.0"),
         Push("foreign", f"{plain}/pullcheck/foreign:1.0", all=True),
         Push("blobgone", f"{plain}/pullcheck/blobgone:1.0"),
+        Push("reset", f"{plain}/pullcheck/reset:1.0"),
         Push("good", f"{tls}/pullcheck/good:1.0", tls=True),
         Push("good", f"{auth}/pullcheck/private:1.0", tls=True, creds=True),
         Push("good", f"{token}/public/good:1.0", tls=True, creds=True),

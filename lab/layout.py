@@ -16,6 +16,9 @@ DNS_PORT = 53
 
 PLAIN_PORT = 15000
 POLICY_PORT = 15080
+RESET_PORT = 15081
+# the reset proxy lets a blob through up to this byte of its body, then resets the connection
+RESET_AFTER_BYTES = 64 * 1024
 REFUSED_PORT = 15098
 BLACKHOLE_PORT = 15099
 TLS_PORT = 15443
@@ -51,6 +54,10 @@ REGISTRIES: dict[str, str] = {
     "token": f"{host('token')}:{TOKEN_PORT}",
     "token_server": f"{host('auth-token')}:{TOKEN_SERVER_PORT}",
     "policy": f"{host('policy')}:{POLICY_PORT}",
+    # a second name on the nginx front: its /v2/ challenges for a token whose service answers 503
+    "token_down": f"{host('token-down')}:{POLICY_PORT}",
+    # lab/faults.py in front of "plain": resets the connection in the middle of a blob body
+    "reset": f"{host('reset')}:{RESET_PORT}",
     "refused": f"{host('refused')}:{REFUSED_PORT}",
     "blackhole": f"{host('blackhole')}:{BLACKHOLE_PORT}",
     "nxdomain": f"{host('nxdomain')}:{PLAIN_PORT}",
@@ -75,6 +82,7 @@ SERVER_CERT_IPS = ["127.0.0.1"]
 TCP_PORTS = [
     PLAIN_PORT,
     POLICY_PORT,
+    RESET_PORT,
     REFUSED_PORT,
     BLACKHOLE_PORT,
     TLS_PORT,
@@ -101,6 +109,10 @@ def _images() -> dict[str, str]:
         "ratelimited_get": f"{r['policy']}/ratelimited-get/app:1.0",
         "denied": f"{r['policy']}/denied/app:1.0",
         "broken": f"{r['policy']}/broken/app:1.0",
+        "badgateway": f"{r['policy']}/badgateway/app:1.0",
+        "unavailable": f"{r['policy']}/unavailable/app:1.0",
+        "token_unavailable": f"{r['token_down']}/{good}",
+        "reset": f"{r['reset']}/pullcheck/reset:1.0",
         "refused": f"{r['refused']}/{good}",
         "blackhole": f"{r['blackhole']}/{good}",
         "nxdomain": f"{r['nxdomain']}/{good}",

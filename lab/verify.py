@@ -86,6 +86,15 @@ CASES: list[Case] = [
     ),
     Case("denied", "denied", "403 Forbidden", "UNKNOWN"),
     Case("broken", "broken", "500 Internal Server Error", "UNKNOWN"),
+    Case("badgateway", "badgateway", "502 Bad Gateway", "UNKNOWN"),
+    Case("unavailable", "unavailable", "503 Service Temporarily Unavailable", "UNKNOWN"),
+    Case(
+        "token_unavailable",
+        "token_unavailable",
+        "failed to fetch anonymous token: unexpected status: 503 Service Temporarily Unavailable",
+        "UNKNOWN",
+    ),
+    Case("reset", "reset", "connection reset by peer", "UNKNOWN"),
     Case("corrupt", "corrupt", "archive/tar: invalid tar header", "UNKNOWN"),
     Case(
         "foreign_platform",

@@ -89,6 +89,10 @@ COMMANDS: Final[Mapping[str, Lazy | LazyGroup]] = {
         "agent.cli.probe:probe",
         "Probe DNS, TCP, TLS, /v2/, token and manifest for every endpoint of a registry.",
     ),
+    "explain": Lazy(
+        "agent.cli.explain:explain",
+        "Explain image-pull failures in pasted events, logs or errors (offline).",
+    ),
     "images": Lazy(
         "agent.cli.images:images", "List images on this node (repo tags, digests, id, size)."
     ),

@@ -150,7 +150,9 @@ def human_size(n: int | None) -> str:
     return f"{n} B"  # pragma: no cover
 
 
-def _verdict(success: bool, cause: str | None, summary: str, remedy: str) -> None:
+def _verdict(
+    success: bool, cause: str | None, summary: str, remedy: str, fragment: str = ""
+) -> None:
     if success:
         out.print(f"[bold green]OK[/]  {clean(summary)}")
         return
@@ -158,6 +160,8 @@ def _verdict(success: bool, cause: str | None, summary: str, remedy: str) -> Non
     out.print(f"  [bold]what[/]    {clean(summary)}")
     if remedy:
         out.print(f"  [bold]remedy[/]  {clean(remedy)}")
+    if fragment:
+        out.print(f"  [bold]decided by[/] …{clean(fragment)}…")
 
 
 def _phases(phases: list[Phase], endpoints_below: bool) -> None:
@@ -287,7 +291,9 @@ def render_pull(result: PullTestResult, verbose: bool = False) -> None:
     elif result.success:
         _success_lines(result)
     else:
-        _verdict(result.success, result.cause, result.summary, result.remedy)
+        _verdict(
+            result.success, result.cause, result.summary, result.remedy, result.deciding_fragment
+        )
     if result.runtime_error:
         out.print(f"  [bold]runtime[/] {clean(result.runtime_error)}")
     _notes(result.warnings, result.findings)

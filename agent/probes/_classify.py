@@ -69,14 +69,33 @@ def classify(exc: BaseException) -> tuple[Cause, str]:
         if isinstance(e, (TimeoutError, httpx.TimeoutException, httpcore.TimeoutException)):
             return Cause.TIMEOUT, _timeout_text(e)
     for e in chain:
-        if isinstance(e, ConnectionResetError):
-            return Cause.UNKNOWN, "connection reset by peer"
+        broken = _broken_connection(e)
+        if broken:
+            return Cause.CONNECTION_RESET, broken
         if isinstance(e, (httpx.RemoteProtocolError, httpcore.RemoteProtocolError)):
-            text = str(e) or "server closed the connection without a response"
-            return Cause.UNKNOWN, f"malformed HTTP response: {text}"
+            return Cause.UNKNOWN, f"malformed HTTP response: {e}"
         if isinstance(e, OSError) and e.strerror:
             return Cause.UNKNOWN, e.strerror
     return Cause.UNKNOWN, str(exc) or type(exc).__name__
+
+
+# h11's words (through httpcore) for a connection the server closed in the middle of an answer
+_CLOSED_MIDWAY = ("server disconnected", "peer closed connection")
+
+
+def _broken_connection(exc: BaseException) -> str:
+    """How an established connection broke (reset, closed mid-answer, broken pipe), else ``""``."""
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by peer"
+    if isinstance(exc, BrokenPipeError):
+        return "broken pipe (the server closed the connection while the request was sent)"
+    if isinstance(exc, ConnectionAbortedError):
+        return "connection aborted"
+    if isinstance(exc, (httpx.RemoteProtocolError, httpcore.RemoteProtocolError)):
+        text = str(exc)
+        if not text or any(words in text.lower() for words in _CLOSED_MIDWAY):
+            return f"connection closed mid-answer ({text or 'no response'}; containerd: EOF)"
+    return ""
 
 
 def _timeout_text(exc: BaseException) -> str:

@@ -10,7 +10,9 @@ from agent.probes._context import Challenge
 __all__ = [
     "error_codes",
     "error_summary",
+    "is_server_error",
     "parse_www_authenticate",
+    "retry_after_note",
     "select_challenge",
     "status_text",
 ]
@@ -185,6 +187,18 @@ def error_summary(codes: list[tuple[str, str]]) -> str:
         elif message:
             parts.append(message)
     return "; ".join(parts)
+
+
+def retry_after_note(value: str) -> str:
+    """`` (Retry-After 120)`` from a ``Retry-After`` header value (cut to 40 characters), else
+    ``""``."""
+    value = " ".join(value.split())[:40]
+    return f" (Retry-After {value})" if value else ""
+
+
+def is_server_error(status: int) -> bool:
+    """An HTTP 5xx: cause ``registry_error``."""
+    return 500 <= status <= 599
 
 
 def status_text(status: int) -> str:

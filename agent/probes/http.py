@@ -4,10 +4,12 @@
 decides the auth flow: Bearer → the token probe, Basic → credentials sent with the manifest
 request. The request goes to the address the chain resolved, with ``Host``/SNI = the hostname.
 
-Causes: ``unknown`` (404 "not a registry v2 API", 5xx, other statuses, malformed responses),
-``forbidden`` (403), ``rate_limited`` (429), ``http_https_mismatch`` (plain HTTP on an https
-endpoint, or TLS on an http one), ``tls_error``, ``connection_refused``, ``timeout`` (connect or
-read), ``dns_failure`` (run alone and the host does not resolve).
+Causes: ``registry_error`` (5xx: the registry or a proxy in front of it fails on its side),
+``unknown`` (404 "not a registry v2 API", other statuses, malformed responses), ``forbidden``
+(403), ``rate_limited`` (429), ``http_https_mismatch`` (plain HTTP on an https endpoint, or TLS on
+an http one), ``tls_error``, ``connection_refused``, ``connection_reset`` (the connection broke
+after it was established), ``timeout`` (connect or read), ``dns_failure`` (run alone and the host
+does not resolve).
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from agent.probes._context import ProbeContext
 from agent.probes._parse import (
     error_codes,
     error_summary,
+    is_server_error,
     parse_www_authenticate,
+    retry_after_note,
     select_challenge,
     status_text,
 )
@@ -49,7 +53,7 @@ async def _get(endpoint: Endpoint, ctx: ProbeContext, url: str, run: ProbeRun) -
         cause, reason = classify(exc)
         if (
             endpoint.scheme == "http"
-            and cause == Cause.UNKNOWN
+            and cause in (Cause.UNKNOWN, Cause.CONNECTION_RESET)
             and await tls_check(endpoint, address, run)
         ):
             return run.fail(
@@ -89,6 +93,9 @@ async def _get(endpoint: Endpoint, ctx: ProbeContext, url: str, run: ProbeRun) -
     if status == 400 and endpoint.scheme == "http" and b"HTTPS" in body.upper():
         expects = "the endpoint is http:// but the server expects HTTPS"
         return run.fail(Cause.HTTP_HTTPS_MISMATCH, f"{line}: {expects}")
+    if is_server_error(status):
+        note = retry_after_note(response.headers.get("retry-after", ""))
+        return run.fail(Cause.REGISTRY_ERROR, _with(line + note, codes))
     if 300 <= status < 400:
         location = response.headers.get("location", "")
         return run.fail(Cause.UNKNOWN, f"{line}: redirected to {location or '?'}")

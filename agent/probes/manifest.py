@@ -9,9 +9,10 @@ is followed by ``GET …/tags/list`` to tell a missing tag from a missing reposi
 a GET to read the registry's error codes.
 
 Causes: ``manifest_not_found``, ``repository_not_found``, ``unauthorized`` (401, incl.
-``insufficient_scope``), ``forbidden`` (403), ``rate_limited`` (429), ``unknown`` (5xx and other
-statuses), plus ``tls_error``, ``connection_refused``, ``timeout``, ``dns_failure`` for transport
-failures.
+``insufficient_scope``), ``forbidden`` (403), ``rate_limited`` (429), ``registry_error`` (5xx, from
+the registry, a proxy in front of it, or the token service of a fresh challenge), ``unknown``
+(other statuses), plus ``tls_error``, ``connection_refused``, ``connection_reset``, ``timeout``,
+``dns_failure`` for transport failures.
 """
 
 from __future__ import annotations
@@ -31,14 +32,22 @@ from agent.probes._context import ProbeContext
 from agent.probes._parse import (
     error_codes,
     error_summary,
+    is_server_error,
     parse_www_authenticate,
+    retry_after_note,
     select_challenge,
     status_text,
 )
 from agent.probes._runner import ProbeRun, run_probe
 from agent.probes._trace import send_traced
 from agent.probes._transport import open_client
-from agent.probes.token import basic_authorization, credential_label, obtain_token, pull_scope
+from agent.probes.token import (
+    TokenOutcome,
+    basic_authorization,
+    credential_label,
+    obtain_token,
+    pull_scope,
+)
 
 __all__ = ["MANIFEST_ACCEPT", "manifest_url", "probe_manifest"]
 
@@ -60,6 +69,8 @@ class _Reply:
     status: int
     headers: httpx.Headers
     body: bytes
+    # a 401 whose fresh Bearer challenge could not be answered: why the token fetch failed
+    token_failure: TokenOutcome | None = None
 
 
 async def probe_manifest(endpoint: Endpoint, ctx: ProbeContext) -> ProbeResult:
@@ -127,6 +138,10 @@ async def _probe(
         if ctx.measure_size_for:
             await _measure_size(client, endpoint, ctx, repository, query, run, evidence)
         return run.ok(evidence)
+    failed_token = reply.token_failure
+    if status == 401 and failed_token is not None and failed_token.cause is not Cause.UNAUTHORIZED:
+        # the token service itself failed (5xx, unreachable): that, not the 401, blocks the pull
+        return run.fail(failed_token.cause or Cause.UNKNOWN, failed_token.error, evidence)
     if status == 401:
         challenge = select_challenge(
             parse_www_authenticate(reply.headers.get_list("www-authenticate"))
@@ -155,16 +170,20 @@ async def _probe(
         )
         return run.fail(Cause.RATE_LIMITED, text, evidence)
 
-    if reply.method == "HEAD" and (status == 403 or status >= 500):
+    if reply.method == "HEAD" and (status == 403 or is_server_error(status)):
         # HEAD has no body: fetch the registry's error codes with a GET (newest containerd does)
         detail = await _authorized(client, endpoint, ctx, "GET", url, run)
         if detail.status == status:
             evidence.error_codes = [c for c, _ in error_codes(detail.body) if c]
             reply = detail
     codes = error_summary(error_codes(reply.body))
+    if is_server_error(status):
+        line += retry_after_note(reply.headers.get("retry-after", ""))
     text = f"{line}: {codes}" if codes else line
     if status == 403:
         return run.fail(Cause.FORBIDDEN, text, evidence)
+    if is_server_error(status):
+        return run.fail(Cause.REGISTRY_ERROR, text, evidence)
     return run.fail(Cause.UNKNOWN, text, evidence)
 
 
@@ -200,6 +219,7 @@ async def _authorized(
         run.preceding.extend(outcome.realm_results)
         if outcome.cause is None and state.authorization:
             return await _send(client, method, url, state.authorization, run, "")
+        reply.token_failure = outcome if outcome.cause is not None else None
     return reply
 
 

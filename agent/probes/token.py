@@ -9,9 +9,10 @@ given) or with each credential in order until one gets a token: username/passwor
 on a GET, an identity token as the OAuth2 refresh-token POST containerd uses. The token itself
 is kept only in ``ctx.state`` for the manifest probe; it never enters a result.
 
-Causes: ``unauthorized`` (401/403 from the token endpoint), ``unknown`` (other statuses, no token
-in the answer, invalid realm), plus the realm host's ``dns_failure``, ``connection_refused``,
-``timeout``, ``tls_error``, ``http_https_mismatch``.
+Causes: ``unauthorized`` (401/403 from the token endpoint), ``registry_error`` (5xx: the token
+service fails on its side), ``unknown`` (other statuses, no token in the answer, invalid realm),
+plus the realm host's ``dns_failure``, ``connection_refused``, ``connection_reset``, ``timeout``,
+``tls_error``, ``http_https_mismatch``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from agent.models import Cause, Endpoint, ProbeResult, TokenEvidence
 from agent.probes._addresses import host_key
 from agent.probes._classify import classify
 from agent.probes._context import Challenge, EndpointState, ProbeContext
-from agent.probes._parse import error_codes, error_summary, status_text
+from agent.probes._parse import (
+    error_codes,
+    error_summary,
+    is_server_error,
+    retry_after_note,
+    status_text,
+)
 from agent.probes._runner import ProbeRun, run_probe
 from agent.probes._tls_context import TlsConfigError
 from agent.probes._trace import send_traced
@@ -38,7 +45,7 @@ from agent.probes.dns import probe_dns
 from agent.probes.tcp import probe_tcp
 from agent.probes.tls import probe_tls
 
-__all__ = ["basic_authorization", "obtain_token", "probe_token", "pull_scope"]
+__all__ = ["TokenOutcome", "basic_authorization", "obtain_token", "probe_token", "pull_scope"]
 
 _CLIENT_ID = "containerd-client"
 
@@ -129,7 +136,7 @@ async def obtain_token(
             last_line = ""
             for index, cred in attempts:
                 label = credential_label(index, cred)
-                status, token, expires_in, body = await _request(
+                status, token, expires_in, body, retry_after = await _request(
                     client, challenge, scope, url, cred, label, run
                 )
                 evidence.status = status
@@ -141,6 +148,8 @@ async def obtain_token(
                     else "GET"
                 )
                 last_line = f"{method} {url} → {status_text(status)} ({label})"
+                if is_server_error(status):
+                    last_line += retry_after
                 codes = error_summary(error_codes(body))
                 if codes:
                     last_line += f": {codes}"
@@ -156,6 +165,10 @@ async def obtain_token(
                         Cause.UNKNOWN,
                         f"{last_line}: answer has no token",
                     )
+                    return outcome
+                if is_server_error(status):
+                    outcome.cause = Cause.REGISTRY_ERROR
+                    outcome.error = f"token service failing: {last_line}"
                     return outcome
                 if status not in (401, 403):
                     outcome.cause, outcome.error = Cause.UNKNOWN, last_line
@@ -182,7 +195,8 @@ async def _request(
     cred: Credential | None,
     label: str,
     run: ProbeRun,
-) -> tuple[int, str, int | None, bytes]:
+) -> tuple[int, str, int | None, bytes, str]:
+    """status, token, lifetime, body and the `` (Retry-After …)`` note of one token request."""
     started = time.monotonic()
     if cred is not None and not cred.username and cred.identity_token:
         form = {
@@ -204,7 +218,8 @@ async def _request(
         started,
         status_text(response.status_code),
     )
-    return response.status_code, token, expires_in, body
+    retry_after = retry_after_note(response.headers.get("retry-after", ""))
+    return response.status_code, token, expires_in, body, retry_after
 
 
 def _parse_token(body: bytes) -> tuple[str, int | None]:

@@ -195,7 +195,7 @@ async def test_forbidden(lab: LabInfo, tmp_path: Path) -> None:
 
 async def test_server_error(lab: LabInfo, tmp_path: Path) -> None:
     report = await _upstream(lab, tmp_path, "policy", "broken")
-    assert report.cause == Cause.UNKNOWN and "500 Internal Server Error" in report.summary
+    assert report.cause == Cause.REGISTRY_ERROR and "500 Internal Server Error" in report.summary
 
 
 async def test_manifest_vs_repository_not_found(lab: LabInfo, tmp_path: Path) -> None:

@@ -262,8 +262,9 @@ def test_blob_not_found(node: NodeSettings, lab: LabInfo) -> None:
     _failed(_run(node, lab.images["blob_gone"]), Cause.BLOB_NOT_FOUND)
 
 
-def test_unknown_server_error(node: NodeSettings, lab: LabInfo) -> None:
-    result = _failed(_run(node, lab.images["broken"]), Cause.UNKNOWN)
+def test_registry_error(node: NodeSettings, lab: LabInfo) -> None:
+    # the other 5xx fixtures and connection_reset: tests/integration/test_new_causes.py
+    result = _failed(_run(node, lab.images["broken"]), Cause.REGISTRY_ERROR)
     assert "500" in result.summary
 
 

@@ -209,7 +209,7 @@ def test_server_error_remedy_names_the_endpoint_and_status(
     node: NodeSettings, lab: LabInfo
 ) -> None:
     result = _run(node, lab.images["broken"])
-    assert result.cause is Cause.UNKNOWN and "500 Internal Server Error" in result.summary
+    assert result.cause is Cause.REGISTRY_ERROR and "500 Internal Server Error" in result.summary
     url = f"http://{lab.registries['policy']}/v2/broken/app/manifests/1.0"
     assert result.remedy.startswith(
         f"Registry {lab.registries['policy']} is failing on its side (HTTP 500 to HEAD {url}): "

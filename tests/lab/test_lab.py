@@ -26,6 +26,8 @@ from lab.layout import (
     PLAIN_PORT,
     POLICY_PORT,
     REFUSED_PORT,
+    RESET_AFTER_BYTES,
+    RESET_PORT,
     TLS_PORT,
     TOKEN_PORT,
     TOKEN_SERVER_PORT,
@@ -99,7 +101,7 @@ def test_content_dir_is_small_tmpfs(lab: LabInfo) -> None:
 def test_hosts_toml_layout(lab: LabInfo) -> None:
     root = Path(lab.registry_config_path)
     r = lab.registries
-    for key in ("plain", "mirrored", "policy", "tls", "auth", "token"):
+    for key in ("plain", "mirrored", "policy", "token_down", "reset", "tls", "auth", "token"):
         assert (root / r[key] / "hosts.toml").is_file(), key
     for key in ("mismatch", "untrusted", "refused", "blackhole", "nxdomain"):
         assert not (root / r[key]).exists(), key
@@ -252,6 +254,7 @@ def test_policy_passes_v2(lab: LabInfo) -> None:
         ("ratelimited-get", 429, "TOOMANYREQUESTS"),
         ("denied", 403, "DENIED"),
         ("broken", 500, "UNKNOWN"),
+        ("unavailable", 503, "UNAVAILABLE"),
     ],
 )
 def test_policy_faults(lab: LabInfo, repo: str, status: int, code: str) -> None:
@@ -262,6 +265,8 @@ def test_policy_faults(lab: LabInfo, repo: str, status: int, code: str) -> None:
         assert headers["ratelimit-limit"] == "100;w=21600"
         assert headers["ratelimit-remaining"] == "0;w=21600"
         assert headers["docker-ratelimit-source"] == "127.0.0.1"
+    if status == 503:
+        assert headers["retry-after"] == "120"
 
 
 def test_ratelimited_get_lets_head_through(lab: LabInfo) -> None:
@@ -275,6 +280,59 @@ def test_ratelimited_get_lets_head_through(lab: LabInfo) -> None:
     assert (
         services.http_get(POLICY_PORT, "/v2/ratelimited/app/manifests/1.0", method="HEAD")[0] == 429
     )
+
+
+def test_policy_bad_gateway_is_nginx_own_502(lab: LabInfo) -> None:
+    status, _, body = services.http_get(POLICY_PORT, "/v2/badgateway/app/manifests/1.0")
+    assert status == 502 and b"502 Bad Gateway" in body  # nginx's page: nothing behind it
+
+
+def test_token_down_challenges_for_a_token_that_fails(lab: LabInfo) -> None:
+    host = {"Host": lab.registries["token_down"]}
+    status, headers, _ = services.http_get(
+        POLICY_PORT, "/v2/pullcheck/good/manifests/1.0", headers=host
+    )
+    assert status == 401
+    realm = f"http://{lab.registries['token_down']}/token"
+    assert headers["www-authenticate"].startswith(f'Bearer realm="{realm}"')
+    status, headers, body = services.http_get(POLICY_PORT, "/token?scope=x", headers=host)
+    assert status == 503 and headers["retry-after"] == "120"
+    assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+
+
+def _blob_get(path: str, extra: str = "") -> tuple[bytes, bytes, BaseException | None]:
+    """The raw answer of the reset proxy to one GET: (head, body, the error that ended it)."""
+    with socket.create_connection(("127.0.0.1", RESET_PORT), timeout=3) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: reset.pullcheck.test\r\n{extra}\r\n".encode())
+        data, error = b"", None
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except OSError as e:
+            error = e
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body, error
+
+
+def test_reset_proxy_cuts_big_blobs_with_an_rst(lab: LabInfo) -> None:
+    _, _, manifest = services.http_get(
+        RESET_PORT, "/v2/pullcheck/reset/manifests/1.0", headers={"Accept": ACCEPT}
+    )
+    doc = json.loads(manifest)
+    layer, config = doc["layers"][0], doc["config"]
+    assert layer["size"] > RESET_AFTER_BYTES > config["size"]
+    head, body, error = _blob_get(f"/v2/pullcheck/reset/blobs/{layer['digest']}")
+    assert head.startswith(b"HTTP/1.1 200") and len(body) == RESET_AFTER_BYTES
+    assert isinstance(error, ConnectionResetError)
+    # a Range request resuming the download is cut at the same absolute offset of the blob
+    head, body, error = _blob_get(
+        f"/v2/pullcheck/reset/blobs/{layer['digest']}", "Range: bytes=1000-\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 206") and len(body) == RESET_AFTER_BYTES - 1000
+    assert isinstance(error, ConnectionResetError)
+    # small blobs and manifests pass whole, one request per connection
+    head, body, error = _blob_get(f"/v2/pullcheck/reset/blobs/{config['digest']}")
+    assert error is None and len(body) == config["size"] and b"Connection: close" in head
 
 
 # --------------------------------------------------------------------------- network faults

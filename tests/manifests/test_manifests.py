@@ -76,6 +76,7 @@ NOT_ALERTED_CAUSES = {
     "unauthorized",
     "forbidden",
     "platform_mismatch",
+    "image_never_pull",
     "cancelled",
 }
 

@@ -116,6 +116,8 @@ def test_prepull_job_label_is_capped_at_64() -> None:
         ("", "none"),
         ("none", "none"),
         (Cause.TIMEOUT, "timeout"),
+        (Cause.REGISTRY_ERROR, "registry_error"),
+        ("connection_reset", "connection_reset"),
         ("node_not_found", "node_not_found"),
         ("agent_refused", "agent_refused"),
         ("connect: connection refused", "unknown"),

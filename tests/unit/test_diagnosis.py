@@ -70,12 +70,12 @@ def test_unknown_text_takes_the_furthest_probe_failure_and_names_endpoint() -> N
         _report("m.example", Cause.DNS_FAILURE, "lookup m.example: NXDOMAIN", role="mirror"),
         _report("r.example", Cause.CONNECTION_REFUSED, "TCP connect to r.example:443 refused"),
     ]
-    d = diagnose(image=R, runtime_error="unexpected EOF", grpc_code="UNKNOWN", reports=reports)
+    d = diagnose(image=R, runtime_error="odd answer", grpc_code="UNKNOWN", reports=reports)
     assert d is not None and d.cause is Cause.CONNECTION_REFUSED
     assert "r.example:443" in d.summary and "r.example:443" in d.remedy
     # a mirror that answered about the content got further than an upstream that refused
     reports[0] = _report("m.example", Cause.MANIFEST_NOT_FOUND, "404", role="mirror")
-    d = diagnose(image=R, runtime_error="unexpected EOF", grpc_code="UNKNOWN", reports=reports)
+    d = diagnose(image=R, runtime_error="odd answer", grpc_code="UNKNOWN", reports=reports)
     assert d is not None and d.cause is Cause.MANIFEST_NOT_FOUND and "m.example:443" in d.remedy
     assert [(f.cause, f.endpoint) for f in d.findings] == [
         (Cause.CONNECTION_REFUSED, "https://r.example")
@@ -275,7 +275,7 @@ _SHAPES = [
     ),
     (
         "mirror DNS failure, upstream times out at /v2/: an unknown text takes the probes",
-        "unexpected EOF",
+        "an unexpected answer",
         ("https://m.test/v2", "dns", Cause.DNS_FAILURE),
         ("https://r.test/v2", "http", Cause.TIMEOUT),
         Cause.TIMEOUT,
@@ -425,7 +425,8 @@ def test_http_500_from_the_registry_gets_a_specific_remedy() -> None:
         grpc_code="UNKNOWN",
         reports=[report],
     )
-    assert d is not None and d.cause is Cause.UNKNOWN and "500 Internal Server Error" in d.summary
+    assert d is not None and d.cause is Cause.REGISTRY_ERROR
+    assert "500 Internal Server Error" in d.summary
     assert d.remedy.startswith(
         f"Registry policy.pullcheck.test:15080 is failing on its side (HTTP 500 to HEAD "
         f"{BROKEN_URL}): check the registry's health and logs, its storage backend"
@@ -441,10 +442,11 @@ def test_http_503_in_the_runtime_text_alone_is_named() -> None:
         "Unavailable"
     )
     d = diagnose(image="r.test/a:1", runtime_error=text, grpc_code="UNKNOWN", reports=[])
-    assert d is not None and d.cause is Cause.UNKNOWN
+    assert d is not None and d.cause is Cause.REGISTRY_ERROR
+    assert d.fragment.endswith("503 Service Unavailable")
     assert d.summary.startswith("r.test answered HTTP 503 Service Unavailable, a server-side error")
     assert "HTTP 503 Service Unavailable" in d.remedy and "storage backend" in d.remedy
-    generic = diagnose(image=R, runtime_error="unexpected EOF", grpc_code="UNKNOWN", reports=[])
+    generic = diagnose(image=R, runtime_error="odd answer", grpc_code="UNKNOWN", reports=[])
     assert generic is not None and "storage backend" not in generic.remedy
 
 

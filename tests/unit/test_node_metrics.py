@@ -146,6 +146,16 @@ def test_fresh_pulltests_count_by_registry_mode_result_and_cause() -> None:
     assert value(m, "pullcheck_pulltest_requests_total", outcome="fresh") == 3
 
 
+@pytest.mark.parametrize("cause", list(Cause))
+def test_every_cause_is_its_own_pulltest_label(cause: Cause) -> None:
+    # the label values are the vocabulary: a new cause (registry_error, connection_reset, ...)
+    # gets its own series, not "unknown"
+    m = AgentMetrics("node-a", self_metrics=False)
+    m.observe_pulltest(pull_result(success=False, cause=cause), reused=False)
+    labels = {"registry": "docker.io", "mode": "pull", "result": "failure", "cause": cause.value}
+    assert value(m, "pullcheck_pulltests_total", **labels) == 1
+
+
 def test_reused_and_shared_results_do_not_count_as_pulls() -> None:
     m = AgentMetrics("node-a", self_metrics=False)
     result = pull_result(endpoints=[endpoint_report("registry-1.docker.io", ok=True)])

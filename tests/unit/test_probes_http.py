@@ -275,7 +275,7 @@ async def test_forbidden_reads_codes_with_get(tmp_path: Path, plain: RunningServ
 async def test_server_error(tmp_path: Path, plain: RunningServer) -> None:
     ctx = make_ctx(tmp_path, hosts=HOSTS, repository="broken/app", tag_or_digest="1.0")
     result = await probe_manifest(endpoint(REG, plain.port), ctx)
-    assert result.cause == Cause.UNKNOWN and "500 Internal Server Error" in result.error
+    assert result.cause == Cause.REGISTRY_ERROR and "500 Internal Server Error" in result.error
 
 
 async def test_head_405_retried_as_get(tmp_path: Path) -> None:

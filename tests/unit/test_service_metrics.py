@@ -52,6 +52,9 @@ def test_registry_label_normalisation(host: str, label: str) -> None:
         (None, "none"),
         (Cause.TIMEOUT, "timeout"),
         ("rate_limited", "rate_limited"),
+        (Cause.REGISTRY_ERROR, "registry_error"),
+        ("connection_reset", "connection_reset"),
+        (Cause.IMAGE_NEVER_PULL, "image_never_pull"),
         ("connect: connection refused", "unknown"),
     ],
 )
