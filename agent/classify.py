@@ -32,7 +32,7 @@ from typing import Final
 
 from agent.causes import Cause
 
-__all__ = ["MAX_MESSAGE", "Classification", "classify", "normalize"]
+__all__ = ["MAX_MESSAGE", "Classification", "classify", "normalize", "stage"]
 
 #: characters of one message that are classified (the rest is cut: errors are short)
 MAX_MESSAGE: Final = 16_384
@@ -250,7 +250,7 @@ _STATUS_AT: Final = next(
 
 # How far an attempt got: the stage its cause is met at (higher = further).
 _STAGE: Final = {
-    Cause.UNKNOWN: -1,
+    Cause.UNKNOWN: -2,  # any known cause beats it
     Cause.CANCELLED: -1,
     Cause.RUNTIME_UNAVAILABLE: -1,
     Cause.DNS_FAILURE: 0,
@@ -268,6 +268,13 @@ _STAGE: Final = {
     Cause.CONNECTION_RESET: 7,
 }
 _NODE_SIDE: Final = 8  # every other cause: after the transfer, or decided by the node itself
+
+
+def stage(cause: Cause) -> int:
+    """How far an attempt that failed with ``cause`` got (higher = further): the furthest of
+    several attempts decides (kubelet's one error per credential, several findings of a paste)."""
+    return _STAGE.get(cause, _NODE_SIDE)
+
 
 _CODE_CAUSE: Final = {
     "NOTFOUND": Cause.MANIFEST_NOT_FOUND,
@@ -417,9 +424,9 @@ def classify(text: str, grpc_code: str | None = None) -> Classification:
         cause, start, end, variant = _classify_attempt(segment)
         if cause is Cause.UNKNOWN:
             continue
-        stage = _STAGE.get(cause, _NODE_SIDE)
-        if best is None or stage > best[0]:
-            best = (stage, cause, _original(plain, segment, start, end), variant)
+        reached = stage(cause)
+        if best is None or reached > best[0]:
+            best = (reached, cause, _original(plain, segment, start, end), variant)
     if best is not None:
         return Classification(best[1], best[2], best[3], code)
     by_code = _CODE_CAUSE.get(code)

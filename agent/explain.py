@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from agent.causes import Cause
-from agent.classify import MAX_MESSAGE, VARIANTS, classify
+from agent.classify import MAX_MESSAGE, VARIANTS, classify, stage
 from agent.redaction import redact_text
 from agent.remedies import remedy_text, where
 
@@ -100,21 +100,6 @@ _RUNTIMES: Final = (
     ),
 )
 _RUNTIME_PATTERNS: Final = tuple((name, re.compile(p, re.IGNORECASE)) for name, p in _RUNTIMES)
-_STAGE_ORDER: Final = {
-    Cause.UNKNOWN: -2,
-    Cause.CANCELLED: -1,
-    Cause.DNS_FAILURE: 0,
-    Cause.CONNECTION_REFUSED: 1,
-    Cause.TIMEOUT: 1,
-    Cause.TLS_ERROR: 2,
-    Cause.HTTP_HTTPS_MISMATCH: 2,
-    Cause.UNAUTHORIZED: 3,
-    Cause.RATE_LIMITED: 3,
-    Cause.REGISTRY_ERROR: 3,
-    Cause.FORBIDDEN: 4,
-    Cause.MANIFEST_NOT_FOUND: 5,
-    Cause.REPOSITORY_NOT_FOUND: 6,
-}
 
 
 @dataclass
@@ -253,7 +238,7 @@ def _confirm(image: str, node: str) -> str:
 
 
 def _better(new: Cause, old: Cause) -> bool:
-    return _STAGE_ORDER.get(new, 7) > _STAGE_ORDER.get(old, 7)
+    return stage(new) > stage(old)
 
 
 def explain(text: str) -> Explanation:
@@ -313,7 +298,7 @@ def _merge_unnamed(findings: list[Finding]) -> list[Finding]:
     if len(named) == 1 and named[0].cause is Cause.UNKNOWN and extra:
         # one image failing for a reason its own records do not give: the others give it
         only = named[0]
-        best = max(extra, key=lambda f: _STAGE_ORDER.get(f.cause, 7))
+        best = max(extra, key=lambda f: stage(f.cause))
         best.image, best.confirm, best.count = only.image, only.confirm, only.count + best.count
         best.node = best.node or only.node
         return [best, *(f for f in extra if f is not best)]
