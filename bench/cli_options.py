@@ -1,4 +1,5 @@
-"""Options the benchmarks share: bounded whole numbers, and ``--tree`` (before/after runs).
+"""Options the benchmarks share: bounded whole numbers, ``--env NAME=VALUE``, and ``--tree``
+(before/after runs).
 
 ``git archive REV | tar -x -C DIR`` unpacks a revision; :func:`use_tree` then makes every
 ``python -m agent`` (and every script) the benchmark starts import DIR's ``agent`` package.
@@ -27,6 +28,14 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
         return number
 
     return parse
+
+
+def env_setting(text: str) -> tuple[str, str]:
+    """An argparse ``type``: ``NAME=VALUE``, a variable for the processes a benchmark starts."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE (got {text!r})")
+    return key, value
 
 
 def use_tree(tree: Path) -> Path:

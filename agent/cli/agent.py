@@ -29,4 +29,5 @@ def agent(config_file: Path | None, listen: str | None, log_level: str) -> None:
 
         return create_agent_app(AgentState(settings))
 
-    serve(build, listen or settings.agent.listen, log_level, settings.limits)
+    # the standard library's loop: lighter than uvloop, as fast with h11 (docs/benchmarks.md)
+    serve(build, listen or settings.agent.listen, log_level, settings.limits, loop="asyncio")

@@ -18,6 +18,9 @@ import functools
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 
+from agent import _imports  # noqa: F401 - first: no httpx CLI, no DNS-over-HTTPS stack
+
+# isort: split
 import httpx
 
 from agent.errors import PullcheckError

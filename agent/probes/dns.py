@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from agent import _imports  # noqa: F401 - first: no DNS-over-HTTPS stack, no httpx CLI
+
+# isort: split
 import dns.asyncquery
 import dns.exception
 import dns.flags
