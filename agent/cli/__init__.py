@@ -93,6 +93,14 @@ COMMANDS: Final[Mapping[str, Lazy | LazyGroup]] = {
         "agent.cli.explain:explain",
         "Explain image-pull failures in pasted events, logs or errors (offline).",
     ),
+    "pod": Lazy(
+        "agent.cli.pod:pod",
+        "Why pod NAME's containers cannot get their images: one verdict per container.",
+    ),
+    "pods": Lazy(
+        "agent.cli.pods:pods",
+        "List every pod with image-pull failures, one line per container with the cause.",
+    ),
     "images": Lazy(
         "agent.cli.images:images", "List images on this node (repo tags, digests, id, size)."
     ),

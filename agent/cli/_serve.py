@@ -11,6 +11,7 @@ and of :data:`~agent.service.guard.MAX_HEADERS` headers, so no head the guard wo
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
@@ -55,18 +56,32 @@ def max_request_head(limits: Limits) -> int:
     return limits.max_url_bytes + limits.max_header_bytes + _HEAD_FRAMING
 
 
+def check_tls(tls: tuple[str, str] | None) -> None:
+    """A usage error naming the files when the certificate and key cannot serve HTTPS."""
+    if tls is None:
+        return
+    cert, key = tls
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except OSError as exc:
+        reason = exc.strerror or getattr(exc, "reason", None) or type(exc).__name__
+        raise click.UsageError(f"TLS certificate {cert} / key {key}: {reason}") from None
+
+
 def uvicorn_config(
     app: FastAPI,
     host: str,
     port: int,
     log_level: str,
     limits: Limits,
+    tls: tuple[str, str] | None = None,
     loop: EventLoop = "auto",
 ) -> uvicorn.Config:
-    """How both servers run: JSON logs, no proxy headers, h11 with a bounded request head.
-    ``loop``: uvicorn's choice (uvloop when installed) or the standard library's asyncio loop
-    (the agent's: 2.4 MiB less resident, no libuv worker threads, as many requests per second
-    with h11 — docs/benchmarks.md)."""
+    """How both servers run: JSON logs, no proxy headers, h11 with a bounded request head;
+    HTTPS when ``tls`` gives a certificate (chain) file and its key file (PEM). ``loop``:
+    uvicorn's choice (uvloop when installed) or the standard library's asyncio loop (the
+    agent's: 2.4 MiB less resident, no libuv worker threads, as many requests per second with
+    h11 — docs/benchmarks.md)."""
     return uvicorn.Config(
         app,
         host=host,
@@ -79,6 +94,8 @@ def uvicorn_config(
         ws="none",  # no WebSocket routes: the websockets library stays unloaded
         loop=loop,
         h11_max_incomplete_event_size=max_request_head(limits),
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
 
 
@@ -88,13 +105,15 @@ def serve(
     log_level: str,
     limits: Limits,
     *,
+    tls: tuple[str, str] | None = None,
     loop: EventLoop = "auto",
 ) -> None:
-    """Serve the app built by ``build()`` until SIGTERM/SIGINT."""
+    """Serve the app built by ``build()`` until SIGTERM/SIGINT (over HTTPS with ``tls``)."""
     configure_logging(log_level)
     host, port = split_listen(listen)
+    check_tls(tls)
     try:
         app = build()
-    except TokenFileError as exc:
+    except (TokenFileError, ConfigError) as exc:
         raise click.UsageError(str(exc)) from None
-    uvicorn.Server(uvicorn_config(app, host, port, log_level, limits, loop)).run()
+    uvicorn.Server(uvicorn_config(app, host, port, log_level, limits, tls, loop)).run()

@@ -29,5 +29,7 @@ def agent(config_file: Path | None, listen: str | None, log_level: str) -> None:
 
         return create_agent_app(AgentState(settings))
 
+    section = settings.agent
+    listen = listen or section.listen
     # the standard library's loop: lighter than uvloop, as fast with h11 (docs/benchmarks.md)
-    serve(build, listen or settings.agent.listen, log_level, settings.limits, loop="asyncio")
+    serve(build, listen, log_level, settings.limits, tls=section.tls, loop="asyncio")

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from agent import __version__
 from agent.cluster.leader import while_leading
+from agent.cluster.pods import routes as pods
 from agent.cluster.routes import agents, connectivity, health, prepull, pulltest
 from agent.cluster.state import AggregatorState
 from agent.service.dependencies import install_service
@@ -47,6 +48,11 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
                 while_leading(state.election, state.run_prepull, stop_leading, name="pre-pull jobs")
             ),
         ]
+        if state.settings.aggregator.pod_diagnosis.enabled:  # off by default
+            diagnosis = while_leading(
+                state.election, state.pods.run, stop_leading, name="pod diagnosis"
+            )
+            leading.append(asyncio.create_task(diagnosis))
         election = asyncio.create_task(state.election.run(stop_election))
         try:
             yield
@@ -72,6 +78,6 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(observability_router(rate_limit_schema=True))
-    for routes in (agents, pulltest, prepull, connectivity):
+    for routes in (agents, pulltest, prepull, connectivity, pods):
         app.include_router(routes.router)
     return install_service(app, state, state.settings.limits)

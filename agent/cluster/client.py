@@ -47,12 +47,16 @@ from agent.node.models import (
     ReadyAnswer,
 )
 from agent.redaction import redact_text
+from agent.service.config import ConfigError
 from agent.service.errors import ErrorAnswer
 from agent.validation import describe_errors
 
 __all__ = [
     "MAX_ANSWER_BYTES",
+    "PLAIN_HTTP_CREDENTIALS",
     "AgentClient",
+    "AgentTls",
+    "AgentTlsError",
     "CallFailure",
     "FailureKind",
     "JsonClient",
@@ -68,6 +72,10 @@ _FORGET_PEER: Final = 60.0  # seconds after its last call a peer's (empty) pool 
 _REASON_LIMIT: Final = 300  # characters of a failure's message
 # a kept-alive connection the peer had just closed: the request never reached it
 _STALE_CONNECTION: Final = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+#: the error kind of a call refused because it would send credentials over plain HTTP
+PLAIN_HTTP_CREDENTIALS: Final = "plain_http_credentials"
+_CREDENTIAL_FIELDS: Final = ("creds", "auth", "docker_config")
 
 _IDENTIFY_DEADLINE: Final = 2.0
 _READY_DEADLINE: Final = 3.0
@@ -126,6 +134,15 @@ class _TooLarge(Exception):
         self.status = status
 
 
+def _carries_credentials(body: BaseModel) -> bool:
+    """Whether a request body holds credentials (a pull test's or a pre-pull's)."""
+    return any(getattr(body, name, None) is not None for name in _CREDENTIAL_FIELDS)
+
+
+def _plain(url: str) -> bool:
+    return not url.lower().startswith("https://")
+
+
 def _line(text: str) -> str:
     return redact_text(" ".join(text.split()))[:_REASON_LIMIT]
 
@@ -163,12 +180,36 @@ def _parse(reply: Reply, model: type[M]) -> M | CallFailure:
         return _garbage(reply.status, describe_errors(first, root="answer", show_input=False)[0])
 
 
+@dataclass(frozen=True)
+class AgentTls:
+    """How agents reached over HTTPS are verified: the CA bundle their certificates chain to
+    (None: the system trust store) and the name their certificate carries (None: the address
+    dialled). Agents are reached by pod IP, so a certificate issued for the agents' Service
+    (``pullcheck-agent.pullcheck.svc``) is checked against that name, sent as SNI."""
+
+    ca_file: str | None = None
+    server_name: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A verifying client context; :class:`AgentTlsError` naming the file it cannot read."""
+        try:
+            return ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise AgentTlsError(f"agent CA bundle {self.ca_file}: {reason}") from None
+
+
+class AgentTlsError(ConfigError):
+    """The CA bundle for the agents' certificates cannot be read or is not PEM."""
+
+
 class _PeerPools(httpx.AsyncBaseTransport):
     """One small connection pool (an ``httpx.AsyncHTTPTransport``) per peer
     (scheme, host, port), sharing one TLS context; a peer not called for
     :data:`_FORGET_PEER` seconds is forgotten (its kept-alive connections expired long before)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: AgentTls | None = None) -> None:
+        self._tls = tls or AgentTls()
         self._pools: dict[tuple[str, str, int | None], httpx.AsyncHTTPTransport] = {}
         self._used: dict[tuple[str, str, int | None], float] = {}  # last call started
         self._active: dict[tuple[str, str, int | None], int] = {}  # calls still running
@@ -190,6 +231,9 @@ class _PeerPools(httpx.AsyncBaseTransport):
                     keepalive_expiry=_KEEPALIVE_EXPIRY,
                 ),
             )
+        if url.scheme == "https" and self._tls.server_name:
+            # the agents' certificate names the Service, not each pod's address
+            request.extensions = {**request.extensions, "sni_hostname": self._tls.server_name}
         self._used[key] = time.monotonic()
         self._active[key] = self._active.get(key, 0) + 1
         try:
@@ -199,7 +243,7 @@ class _PeerPools(httpx.AsyncBaseTransport):
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:  # built once, only when the first pool is: agents may be https
-            self._ssl = httpx.create_ssl_context(trust_env=False)
+            self._ssl = self._tls.context()
         return self._ssl
 
     async def _prune(self) -> None:
@@ -239,9 +283,11 @@ class JsonClient:
         max_connections: int = 64,
         transport: httpx.AsyncBaseTransport | None = None,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        tls: AgentTls | None = None,
     ) -> None:
         if max_connections < 1 or max_answer_bytes < 1:
             raise ValueError("max_connections and max_answer_bytes must be at least 1")
+        self._tls = tls
         self._token = token
         self._gate = asyncio.Semaphore(max_connections)  # calls at once, over all peers
         self._transport = transport
@@ -250,7 +296,7 @@ class JsonClient:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            transport = self._transport or _PeerPools()
+            transport = self._transport or _PeerPools(self._tls)
             self._client = httpx.AsyncClient(
                 transport=transport,
                 trust_env=False,
@@ -332,8 +378,29 @@ class AgentClient(JsonClient):
     """The node agents' API, typed: each method answers the node's model or a failure.
 
     ``url`` is an agent's base URL (``http://10.0.0.1:8479``); ``deadline`` bounds the whole
-    call in seconds.
+    call in seconds. A body carrying credentials (``creds``, ``auth``, ``docker_config``) goes
+    only to an ``https://`` agent unless ``plain_http_credentials``: otherwise the call is
+    ``refused`` here, before anything is sent (error :data:`PLAIN_HTTP_CREDENTIALS`).
     """
+
+    def __init__(
+        self,
+        *,
+        token: Callable[[], str | None] | None = None,
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+        tls: AgentTls | None = None,
+        plain_http_credentials: bool = False,
+    ) -> None:
+        super().__init__(
+            token=token,
+            max_connections=max_connections,
+            transport=transport,
+            max_answer_bytes=max_answer_bytes,
+            tls=tls,
+        )
+        self.plain_http_credentials = plain_http_credentials
 
     async def _get(
         self, url: str, path: str, model: type[M], deadline: float, **params: str
@@ -344,6 +411,12 @@ class AgentClient(JsonClient):
     async def _post(
         self, url: str, path: str, body: BaseModel, model: type[M], deadline: float
     ) -> M | CallFailure:
+        if not self.plain_http_credentials and _carries_credentials(body) and _plain(url):
+            return CallFailure(
+                FailureKind.REFUSED,
+                f"refused to send credentials to the agent at {_line(url)} over plain HTTP",
+                error=PLAIN_HTTP_CREDENTIALS,
+            )
         reply = await self.request("POST", f"{url}{path}", deadline=deadline, body=body)
         return reply if isinstance(reply, CallFailure) else _parse(reply, model)
 

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from agent.cluster.client import CallFailure, FailureKind
+from agent.cluster.client import PLAIN_HTTP_CREDENTIALS, CallFailure, FailureKind
 from agent.cluster.prepull.models import JobStatus
 from agent.models import Cause, PullTestResult
 from agent.node.models import ConnectivityAnswer, PullOutcome
@@ -354,6 +354,12 @@ _REFUSED_BY_KIND: Final = {
         "the node's container runtime does not answer over CRI: check containerd on the node "
         "(systemctl status containerd) and the agent's runtime_endpoint"
     ),
+    PLAIN_HTTP_CREDENTIALS: (
+        "serve the agents over HTTPS (agent.tls_cert_file/tls_key_file, "
+        "aggregator.agent_tls, discovery.agent_scheme: https; components/agent-tls), or accept "
+        "credentials in clear text on the cluster network: "
+        "aggregator.allow_plain_http_credentials: true"
+    ),
 }
 _REFUSED_BY_STATUS: Final = {
     401: _REFUSED_BY_KIND["unauthorized"],
@@ -413,6 +419,15 @@ def refused(node: str, agent: str, status: int, error: str, message: str) -> Nod
 
 def failed_call(node: str, agent: str, failure: CallFailure) -> NodeFailure:
     """The node entry for a call to ``agent`` that got no usable answer."""
+    if failure.kind is FailureKind.REFUSED and failure.status is None:  # by the aggregator
+        return NodeFailure(
+            node=node,
+            agent=agent,
+            cause=AggregatorCause.AGENT_REFUSED,
+            summary=f"node {node}: {failure.message}"[:_MESSAGE_LIMIT],
+            remedy=_REFUSED_BY_KIND.get(failure.error or "", "see the message"),
+            error=failure.error,
+        )
     if failure.kind is FailureKind.REFUSED and failure.status is not None:
         return refused(node, agent, failure.status, failure.error or "", failure.message)
     garbage = failure.kind is FailureKind.GARBAGE

@@ -10,7 +10,7 @@ from typing import Final
 
 import httpx
 
-from agent.cluster.client import AgentClient, CallFailure
+from agent.cluster.client import AgentClient, AgentTls, CallFailure
 from agent.cluster.discovery import AgentTarget, Discovery, kube_client, make_discovery
 from agent.cluster.forwarding import LeaderClient
 from agent.cluster.leader import Election, make_election
@@ -22,6 +22,7 @@ from agent.cluster.models import (
     NodeResult,
     failed_call,
 )
+from agent.cluster.pods.service import PodService
 from agent.cluster.prepull.coordinator import PrepullCoordinator
 from agent.cluster.readiness import AgentReadiness
 from agent.node.models import PullTestBody
@@ -36,7 +37,7 @@ log = logging.getLogger("pullcheck.aggregator")
 
 #: the ``endpoint`` labels of the aggregator's requests (the routes' names)
 _ENDPOINTS: Final = frozenset(
-    {"pulltest", "agents", "prepull", "connectivity", "openapi", "metrics"}
+    {"pulltest", "agents", "prepull", "connectivity", "pods", "openapi", "metrics"}
 )
 
 
@@ -64,7 +65,11 @@ class AggregatorState:
         self.metrics = AggregatorMetrics()
         self.node_names: dict[str, str] = {}  # agent url → node name learned from its answers
         self.client = AgentClient(
-            token=self._token, max_connections=section.max_in_flight, transport=transport
+            token=self._token,
+            max_connections=section.max_in_flight,
+            transport=transport,
+            tls=AgentTls(section.agent_tls.ca_file, section.agent_tls.server_name),
+            plain_http_credentials=section.allow_plain_http_credentials,
         )
         self.readiness = AgentReadiness(self.client, concurrency=section.max_in_flight)
         self.election: Election = make_election(
@@ -76,6 +81,13 @@ class AggregatorState:
         )
         self.leader_client = LeaderClient(self.election, token=self._token, transport=transport)
         self.prepull: PrepullCoordinator | None = None  # while this replica leads
+        self.pods = PodService(
+            settings,
+            client=self.client,
+            targets=self.targets,
+            label=self.label,
+            registry=self.metrics.registry,
+        )
 
     # --- the service (agent.service.dependencies.ServiceState) ---------------------------------
 
@@ -124,6 +136,7 @@ class AggregatorState:
         return self.prepull if self.election.leading else None
 
     async def close(self) -> None:
+        await self.pods.aclose()
         await self.client.aclose()
         await self.leader_client.aclose()
         await self.discovery.aclose()

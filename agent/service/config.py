@@ -49,11 +49,13 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_SIZE",
     "AgentSection",
+    "AgentTlsSection",
     "AggregatorSection",
     "ConfigError",
     "DiscoverySection",
     "LeaderElectionSection",
     "Limits",
+    "PodDiagnosisSection",
     "PrepullSection",
     "Settings",
     "Size",
@@ -144,6 +146,22 @@ class AgentSection(_Section):
     probe_timeout: float = Field(default=defaults.PROBE_TIMEOUT, gt=0, le=120)
     connectivity_ttl: float = Field(default=60.0, ge=0)
     recent_registries: int = Field(default=16, ge=0, le=256)
+    # HTTPS: the agent's certificate (chain) and key, PEM; both or neither (components/agent-tls)
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @property
+    def tls(self) -> tuple[str, str] | None:
+        """(certificate file, key file) when the agent serves HTTPS, else None."""
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        return self.tls_cert_file, self.tls_key_file
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> AgentSection:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: give both or neither")
+        return self
 
 
 class DiscoverySection(_Section):
@@ -260,6 +278,58 @@ class LeaderElectionSection(_Section):
         return self
 
 
+class AgentTlsSection(_Section):
+    """How the aggregator checks the agents' HTTPS certificates (``discovery.agent_scheme:
+    https``; components/agent-tls)."""
+
+    # the CA bundle (PEM) the agents' certificates chain to; None → the system trust store
+    ca_file: str | None = None
+    # the DNS name the agents' certificate carries, checked instead of the address the
+    # aggregator dials (agents are reached by pod IP); None → the address itself
+    server_name: str | None = Field(default=None, min_length=1, max_length=253)
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, value: str | None) -> str | None:
+        if value is not None and not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a DNS name (lowercase, digits, '-', '.')")
+        return value
+
+
+class PodDiagnosisSection(_Section):
+    """Automatic diagnosis of image-pull failures (agent/cluster/pods; off by default,
+    components/pod-diagnosis): watch pods, test each failing image on its node with the pod's
+    own pull secrets, publish the verdict as an Event on the pod, metrics and ``GET /v1/pods``."""
+
+    enabled: bool = False
+    # namespaces to watch; empty → every namespace (cluster-wide list/watch of pods)
+    namespaces: list[str] = Field(default=[], max_length=256)
+    # seconds a verdict for one image x node x pull-secret fingerprint is reused
+    dedup_ttl: float = Field(default=600.0, ge=1, le=86400)
+    # cluster-wide pull tests per minute, and how many run at once
+    tests_per_minute: int = Field(default=30, ge=1, le=6000)
+    max_concurrent_tests: int = Field(default=4, ge=1, le=256)
+    # tests waiting for a slot; beyond this the newest failing container waits for the next
+    # change of its pod (bounded memory)
+    max_pending: int = Field(default=1000, ge=1, le=100_000)
+    # failing containers tracked (GET /v1/pods); beyond this the oldest are dropped
+    max_tracked: int = Field(default=5000, ge=1, le=100_000)
+    # seconds a watch request lasts before it is renewed (the server's timeoutSeconds)
+    watch_timeout: int = Field(default=300, ge=10, le=3600)
+    # seconds one pull test may take (mode pull), bounded by limits.max_timeout
+    test_timeout: float = Field(default=120.0, gt=0, le=3600)
+    # registries named in metrics; past this many distinct ones the label is "other"
+    max_registry_labels: int = Field(default=20, ge=1, le=200)
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _DNS_LABEL.match(name):
+                raise ValueError(f"{name!r} is not a namespace name (a DNS label)")
+        return sorted(set(value))
+
+
 class AggregatorSection(_Section):
     listen: str = "0.0.0.0:8480"
     max_in_flight: int = Field(default=64, ge=1, le=4096)
@@ -267,6 +337,11 @@ class AggregatorSection(_Section):
     discovery: DiscoverySection = DiscoverySection()
     prepull: PrepullSection = PrepullSection()
     leader_election: LeaderElectionSection = LeaderElectionSection()
+    agent_tls: AgentTlsSection = AgentTlsSection()
+    # send credentials (pull secrets, creds, docker configs) to agents reached over plain
+    # HTTP; false → such a test is refused, naming the node (use HTTPS: components/agent-tls)
+    allow_plain_http_credentials: bool = False
+    pod_diagnosis: PodDiagnosisSection = PodDiagnosisSection()
 
 
 class Settings(BaseSettings):

@@ -43,21 +43,63 @@ Kubernetes API reference and apimachinery's ``metav1.Status``), compact as the s
   (``leases.coordination.k8s.io "…" not found``), each a ``metav1.Status`` with ``details``
   ``{name, group, kind}``. RBAC per verb (``get``, ``create``, ``update``) and namespace
   (:meth:`FakeKubeApi.grant_leases`), else 403 ``Forbidden`` in the apiserver's wording.
-* Anything else → 404 ``NotFound``; other methods → 405. Not replayed: watch (400), pagination,
-  fieldSelector (400), list/delete/patch of Leases (405).
+* ``core/v1`` Pods, Secrets, ServiceAccounts, Events and Nodes, and ``events.k8s.io/v1``
+  Events, from one object store (shapes and their sources: :mod:`tests.fakes.kube_objects`):
+  ``GET /api/v1/namespaces/{ns}/{resource}[/{name}]``, the all-namespaces lists
+  ``/api/v1/{pods,events,…}`` and ``/apis/events.k8s.io/v1[/namespaces/{ns}]/events``, and
+  ``/api/v1/nodes[/{name}]``. Lists are ``{"kind":"PodList","apiVersion":"v1","metadata":
+  {"resourceVersion":"…"},"items":[…]}`` with items lacking ``kind``/``apiVersion``; a missing
+  object → 404 (``pods "web" not found``, ``details{name, kind}``). ``labelSelector`` as above;
+  ``fieldSelector`` with ``=``, ``==``, ``!=`` over the field labels the apiserver allows per
+  resource (``pkg/registry/core/{pod,event,secret,node}/strategy.go``: ``spec.nodeName``,
+  ``involvedObject.name|namespace|uid|…``, ``type``…), another label → 400 ``field label not
+  supported: …``. The ``events.k8s.io/v1`` view converts the stored core Event
+  (``involvedObject``→``regarding``, ``message``→``note``, ``count``→``deprecatedCount``…).
+  Core Events also take ``POST`` (create: ``generateName``, 409 ``AlreadyExists``, 422 when
+  ``involvedObject.namespace`` differs) and ``PATCH`` with ``application/merge-patch+json`` or
+  ``application/strategic-merge-patch+json`` (a ``metadata.resourceVersion`` in the patch is a
+  precondition: 409 ``Conflict``), so repeats are counted through ``count``/``series``.
+* RBAC for those resources per (user, verb, resource, namespace) (:meth:`FakeKubeApi.grant`,
+  ``"*"`` = a ClusterRoleBinding), else 403 in the apiserver's words (``pods "web" is forbidden:
+  User "u" cannot get resource "pods" in API group "" in the namespace "ns"``; lists:
+  ``pods is forbidden: … cannot list resource "pods" … at the cluster scope``).
+* WATCH (``?watch=1&resourceVersion=N&allowWatchBookmarks=true&timeoutSeconds=S``) on any of
+  them: HTTP 200, chunked, one ``{"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":{…}}``
+  per line (apimachinery's ``metav1.WatchEvent``). No or ``0`` resourceVersion: the current
+  objects as ADDED, then changes; ``N``: every change after N from the retained history
+  (``watch_window`` changes, or none after :meth:`FakeKubeApi.compact`), and when N is older
+  than that the apiserver's ``ERROR`` event with a ``410`` Status, ``reason: Expired``,
+  ``message: "too old resource version: N (M)"``, then the stream ends. Selectors filter as the
+  watch cache does (an object that stops matching arrives as DELETED). BOOKMARKs carry only
+  ``kind``, ``apiVersion`` and ``metadata.resourceVersion`` and are sent when the test calls
+  :meth:`FakeKubeApi.bookmark` (the apiserver sends them about once a minute).
+  :meth:`FakeKubeApi.close_watches` ends every stream (apiserver restart or timeout).
+* Test hooks: :meth:`~FakeKubeApi.put` / :meth:`~FakeKubeApi.delete` (each write bumps the
+  resourceVersion and feeds the watches; a docker-type Secret ``ValidateSecret`` would refuse
+  raises), :meth:`~FakeKubeApi.stored`, :meth:`~FakeKubeApi.fail` (the next requests on a
+  resource answer 500 ``InternalError``, 503, 429 or 504 with the apiserver's Status),
+  :meth:`~FakeKubeApi.kubeconfig` (a kubeconfig for this server and a token).
+* Anything else → 404 ``NotFound``; other methods → 405. Not replayed: pagination
+  (``limit``/``continue`` are ignored: one page), watch of EndpointSlices (400), fieldSelector
+  on EndpointSlices (400), list/delete/patch of Leases (405), JSON patch and server-side apply
+  (415), update/delete through the REST API of the new resources (405).
 
 Every request is recorded (method, path, query, user, status), so tests can count them.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
 import json
+import queue
 import re
 import ssl
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -270,6 +312,235 @@ def _matches(labels: dict[str, str], requirements: Iterable[Requirement]) -> boo
     return True
 
 
+# --- core resources: pods, secrets, serviceaccounts, events, nodes ---------------------------
+
+
+@dataclass(frozen=True)
+class _Resource:
+    """One REST resource the fake serves from its object store."""
+
+    store: str  # which stored objects ("events" serves both Event groups)
+    plural: str
+    group: str
+    kind: str
+    namespaced: bool
+    verbs: frozenset[str]
+    fields: frozenset[str]  # field labels the apiserver accepts in fieldSelector
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/v1" if self.group else "v1"
+
+
+_META_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
+# pkg/registry/core/event/strategy.go ToSelectableFields (the events.k8s.io view shares storage)
+_EVENT_FIELDS = _META_FIELDS | {
+    "involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
+    "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
+    "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type",
+}  # fmt: skip
+_READ = frozenset({"get", "list", "watch"})
+_RESOURCES: dict[tuple[str, str], _Resource] = {
+    ("", "pods"): _Resource(
+        "pods", "pods", "", "Pod", True, _READ,
+        _META_FIELDS | {"spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
+                        "spec.serviceAccountName", "status.phase", "status.podIP",
+                        "status.nominatedNodeName"},
+    ),
+    ("", "secrets"): _Resource(
+        "secrets", "secrets", "", "Secret", True, _READ, _META_FIELDS | {"type"}
+    ),
+    ("", "serviceaccounts"): _Resource(
+        "serviceaccounts", "serviceaccounts", "", "ServiceAccount", True, _READ, _META_FIELDS
+    ),
+    ("", "events"): _Resource(
+        "events", "events", "", "Event", True, _READ | {"create", "patch"}, _EVENT_FIELDS
+    ),
+    ("events.k8s.io", "events"): _Resource(
+        "events", "events", "events.k8s.io", "Event", True, _READ, _EVENT_FIELDS
+    ),
+    ("", "nodes"): _Resource(
+        "nodes", "nodes", "", "Node", False, _READ,
+        frozenset({"metadata.name", "spec.unschedulable"}),
+    ),
+}  # fmt: skip
+_STORE_OF_KIND = {"Pod": "pods", "Secret": "secrets", "ServiceAccount": "serviceaccounts",
+                  "Event": "events", "Node": "nodes"}  # fmt: skip
+_CORE_PATH = re.compile(r"^/api/v1(?:/namespaces/([a-z0-9-]+))?/([a-z]+)(?:/([^/]+))?/?$")
+_EVENTS_V1_PATH = re.compile(
+    r"^/apis/events\.k8s\.io/v1(?:/namespaces/([a-z0-9-]+))?/events(?:/([^/]+))?/?$"
+)
+_DOCKER_SECRET_KEYS = {
+    "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
+    "kubernetes.io/dockercfg": ".dockercfg",
+}
+_MERGE_PATCHES = frozenset(
+    {"application/merge-patch+json", "application/strategic-merge-patch+json"}
+)
+FieldRequirement = tuple[str, bool, str]  # field label, equal (True) or not, value
+
+
+def parse_field_selector(text: str, allowed: frozenset[str]) -> list[FieldRequirement]:
+    """``involvedObject.name=web,type!=Normal`` → requirements; ValueError as the apiserver's 400.
+
+    Values may escape ``\\``, ``,`` and ``=`` with a backslash (fields.EscapeValue).
+    """
+    requirements: list[FieldRequirement] = []
+    for part in _split_unescaped(text, ","):
+        if not part:
+            continue
+        for operator in ("!=", "==", "="):
+            label, found, value = part.partition(operator)
+            if found:
+                break
+        else:
+            raise ValueError(f"invalid selector: '{text}'; can't understand '{part}'")
+        equal = operator != "!="
+        if label not in allowed:
+            raise ValueError(f"field label not supported: {label}")
+        requirements.append((label, equal, _unescape(value)))
+    return requirements
+
+
+def _split_unescaped(text: str, separator: str) -> list[str]:
+    parts, current, escaped = [], [], False
+    for char in text:
+        if escaped:
+            current.append("\\" + char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
+
+
+def _field_value(obj: Json, label: str) -> str:
+    if label == "source":
+        return str((obj.get("source") or {}).get("component", ""))
+    if label == "reportingComponent":
+        return str(obj.get("reportingComponent", ""))
+    value: Any = obj
+    for key in label.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def _selected(obj: Json, labels: list[Requirement], fields: list[FieldRequirement]) -> bool:
+    if not _matches(obj.get("metadata", {}).get("labels") or {}, labels):
+        return False
+    return all((_field_value(obj, label) == value) == equal for label, equal, value in fields)
+
+
+def events_v1(event: Json) -> Json:
+    """The ``events.k8s.io/v1`` view of a core Event, as the apiserver converts it
+    (``pkg/apis/events/v1/conversion.go``: involvedObject→regarding, message→note,
+    source→deprecatedSource, count/firstTimestamp/lastTimestamp→deprecated*)."""
+    view: Json = {
+        "kind": "Event",
+        "apiVersion": "events.k8s.io/v1",
+        "metadata": event["metadata"],
+        "eventTime": event.get("eventTime"),
+    }
+    renamed = {
+        "series": "series", "reportingComponent": "reportingController",
+        "reportingInstance": "reportingInstance", "action": "action", "reason": "reason",
+        "involvedObject": "regarding", "related": "related", "message": "note", "type": "type",
+        "source": "deprecatedSource", "firstTimestamp": "deprecatedFirstTimestamp",
+        "lastTimestamp": "deprecatedLastTimestamp", "count": "deprecatedCount",
+    }  # fmt: skip
+    for old, new in renamed.items():
+        if event.get(old) not in (None, "", {}):
+            view[new] = event[old]
+    return view
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (the strategic merge patch of an Event's scalar fields)."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _copy(obj: Json) -> Json:
+    copied: Json = json.loads(json.dumps(obj))
+    return copied
+
+
+@dataclass
+class _Watch:
+    """One open watch: its filter and the lines waiting to be written (None ends the stream)."""
+
+    resource: _Resource
+    namespace: str | None
+    labels: list[Requirement]
+    fields: list[FieldRequirement]
+    bookmarks: bool
+    timeout: float | None
+    lines: queue.Queue[bytes | None] = field(default_factory=queue.Queue)
+
+    def view(self, obj: Json) -> Json:
+        return events_v1(obj) if self.resource.group == "events.k8s.io" else obj
+
+    def wants(self, obj: Json) -> bool:
+        namespace = obj["metadata"].get("namespace")
+        in_scope = self.namespace is None or namespace == self.namespace
+        return in_scope and _selected(obj, self.labels, self.fields)
+
+    def send(self, kind: str, obj: Json) -> None:
+        line = json.dumps({"type": kind, "object": obj}, separators=(",", ":")) + "\n"
+        self.lines.put(line.encode())
+
+    def offer(self, kind: str, new: Json | None, old: Json | None) -> None:
+        """Feed one change, as the watch cache does for a filtered watch: an object that starts
+        matching is ADDED, one that stops matching is DELETED."""
+        was = old is not None and self.wants(old)
+        now = new is not None and self.wants(new)
+        if kind == "DELETED":
+            if was and old is not None:
+                self.send("DELETED", self.view(old))
+        elif now and new is not None:
+            self.send("MODIFIED" if was else "ADDED", self.view(new))
+        elif was and new is not None:
+            self.send("DELETED", self.view(new))
+
+
+@dataclass(frozen=True)
+class _Change:
+    version: int
+    store: str
+    kind: str  # ADDED, MODIFIED, DELETED
+    new: Json | None
+    old: Json | None
+
+
+@dataclass(frozen=True)
+class _Failure:
+    resource: str  # qualified resource name ("pods", "events.events.k8s.io")
+    verb: str | None
+    status: int
+
+
 # --- the server -------------------------------------------------------------------------------
 
 
@@ -296,6 +567,14 @@ class FakeKubeApi:
     _leases: dict[tuple[str, str], Json] = field(default_factory=dict)
     _resource_version: int = 4700
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # user → {(verb, resource, namespace or "*")}: Roles and ClusterRoles with their bindings
+    rbac: dict[str, set[tuple[str, str, str]]] = field(default_factory=dict)
+    watch_window: int = 1000  # changes a watch can resume from; older versions get 410
+    _objects: dict[str, dict[tuple[str, str], Json]] = field(default_factory=dict)
+    _history: deque[_Change] = field(default_factory=deque)
+    _compacted: int = 0  # changes at or before this resourceVersion are gone from history
+    _watches: list[_Watch] = field(default_factory=list)
+    _failures: list[_Failure] = field(default_factory=list)
 
     def add_user(self, token: str, user: str, namespaces: Iterable[str] = ()) -> None:
         """Accept ``token`` as ``user``, allowed to list endpointslices in ``namespaces``."""
@@ -349,21 +628,397 @@ class FakeKubeApi:
             self._slices = stored
 
     def respond(
-        self, method: str, target: str, authorization: str | None, body: bytes = b""
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        body: bytes = b"",
+        content_type: str | None = None,
     ) -> tuple[int, Json]:
-        """The status and JSON body kube-apiserver would send."""
+        """The status and JSON body kube-apiserver would send (a watch: use :meth:`serve`)."""
+        answer = self.serve(method, target, authorization, body, content_type)
+        if isinstance(answer, _Watch):
+            self.end_watch(answer)
+            return 400, _status(400, "BadRequest", "fake kube-apiserver: a watch needs serve()")
+        return answer
+
+    # --- core resources: test hooks -----------------------------------------------------------
+
+    def grant(
+        self,
+        user: str,
+        resource: str,
+        verbs: Iterable[str] = ("get", "list", "watch"),
+        namespace: str = "*",
+    ) -> None:
+        """Let ``user`` use ``verbs`` on ``resource`` (``pods``, ``secrets``, ``serviceaccounts``,
+        ``events``, ``events.events.k8s.io``, ``nodes``) in ``namespace`` (``"*"``: a
+        ClusterRoleBinding, needed for all-namespaces lists and cluster-scoped resources)."""
+        known = {r.qualified for r in _RESOURCES.values()}
+        if resource not in known:
+            raise ValueError(f"resource {resource!r} is not one of {sorted(known)}")
+        with self._lock:
+            granted = self.rbac.setdefault(user, set())
+            granted.update((verb, resource, namespace) for verb in verbs)
+
+    def revoke(self, user: str, resource: str | None = None) -> None:
+        """Take back ``user``'s grants on ``resource`` (every resource when None)."""
+        with self._lock:
+            granted = self.rbac.get(user, set())
+            granted -= {g for g in granted if resource is None or g[1] == resource}
+
+    def put(self, obj: Json) -> Json:
+        """Create or replace an object (Pod, Secret, ServiceAccount, Event, Node) as another
+        client would: the resourceVersion is bumped and open watches see ADDED or MODIFIED.
+        A docker-type Secret whose data the apiserver would reject raises ValueError."""
+        store = _STORE_OF_KIND.get(obj.get("kind", ""))
+        if store is None:
+            raise ValueError(f"kind {obj.get('kind')!r} is not one of {sorted(_STORE_OF_KIND)}")
+        if store == "secrets":
+            _validate_secret(obj)
+        with self._lock:
+            return _copy(self._write(store, obj))
+
+    def delete(self, kind: str, namespace: str | None, name: str) -> Json:
+        """Delete a stored object; open watches see DELETED. KeyError when absent."""
+        store = _STORE_OF_KIND[kind]
+        with self._lock:
+            old = self._objects.setdefault(store, {}).pop((namespace or "", name))
+            self._resource_version += 1
+            gone = _copy(old)
+            gone["metadata"]["resourceVersion"] = str(self._resource_version)
+            self._commit(store, "DELETED", None, gone)
+            return _copy(gone)
+
+    def stored(self, kind: str, namespace: str | None = None) -> list[Json]:
+        """Copies of the stored objects of ``kind`` (in ``namespace`` when given), oldest first."""
+        store = _STORE_OF_KIND[kind]
+        with self._lock:
+            found = [
+                _copy(o)
+                for (ns, _), o in self._objects.get(store, {}).items()
+                if namespace is None or ns == namespace
+            ]
+        return sorted(found, key=lambda o: int(o["metadata"]["resourceVersion"]))
+
+    @property
+    def resource_version(self) -> int:
+        with self._lock:
+            return self._resource_version
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK with the current resourceVersion to every watch that allowed them."""
+        with self._lock:
+            for watch in self._watches:
+                if watch.bookmarks:
+                    marker = {
+                        "kind": watch.resource.kind,
+                        "apiVersion": watch.resource.api_version,
+                        "metadata": {
+                            "resourceVersion": str(self._resource_version),
+                            "creationTimestamp": None,
+                        },
+                    }
+                    watch.send("BOOKMARK", marker)
+
+    def compact(self) -> None:
+        """Forget the change history, like etcd compaction: a watch from any older
+        resourceVersion gets the ``410`` ``Expired`` ERROR event."""
+        with self._lock:
+            self._history.clear()
+            self._compacted = self._resource_version
+
+    def close_watches(self) -> None:
+        """End every open watch stream (as the apiserver does at its timeout or on restart)."""
+        with self._lock:
+            for watch in self._watches:
+                watch.lines.put(None)
+            self._watches.clear()
+
+    def watch_count(self) -> int:
+        with self._lock:
+            return len(self._watches)
+
+    def fail(self, resource: str, status: int, times: int = 1, verb: str | None = None) -> None:
+        """The next ``times`` requests on ``resource`` (only ``verb`` when given) answer
+        ``status`` (500, 503, 429, 504) with the apiserver's Status body."""
+        if status not in _INJECTED:
+            raise ValueError(f"status {status} is not one of {sorted(_INJECTED)}")
+        with self._lock:
+            self._failures.extend(_Failure(resource, verb, status) for _ in range(times))
+
+    def kubeconfig(
+        self,
+        path: Path,
+        token: str | None,
+        *,
+        namespace: str | None = None,
+        ca_file: Path | None = None,
+        context: str = "fake",
+    ) -> Path:
+        """Write a kubeconfig for this server (``token`` None: anonymous) and return its path."""
+        cluster: Json = {"server": self.url}
+        if ca_file is not None:
+            cluster["certificate-authority"] = str(ca_file)
+        ctx: Json = {"cluster": "fake", "user": "fake"}
+        if namespace is not None:
+            ctx["namespace"] = namespace
+        document = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": cluster}],
+            "users": [{"name": "fake", "user": {"token": token} if token else {}}],
+            "contexts": [{"name": context, "context": ctx}],
+            "current-context": context,
+        }
+        path.write_text(json.dumps(document))
+        return path
+
+    # --- core resources: the REST side --------------------------------------------------------
+
+    def serve(
+        self,
+        method: str,
+        target: str,
+        authorization: str | None,
+        body: bytes = b"",
+        content_type: str | None = None,
+    ) -> tuple[int, Json] | _Watch:
+        """What kube-apiserver answers: a status and JSON body, or an open watch stream."""
         parts = urlsplit(target)
         query = parse_qs(parts.query, keep_blank_values=True)
         with self._lock:
             user = self._authenticate(authorization)
+            answer: tuple[int, Json] | _Watch
+            core = _CORE_PATH.match(parts.path)
+            events = _EVENTS_V1_PATH.match(parts.path)
             if user is not None and (leases := _LEASES.match(parts.path)):
-                status, answer = self._lease_request(
-                    method, leases.group(1), leases.group(2), user, body
+                answer = self._lease_request(method, leases.group(1), leases.group(2), user, body)
+            elif user is not None and core and ("", core.group(2)) in _RESOURCES:
+                request = _Request(method, core.group(1), core.group(3), query, body, content_type)
+                answer = self._resource_request(_RESOURCES["", core.group(2)], request, user)
+            elif user is not None and events:
+                request = _Request(method, events.group(1), events.group(2), query, body,
+                                   content_type)  # fmt: skip
+                answer = self._resource_request(
+                    _RESOURCES["events.k8s.io", "events"], request, user
                 )
             else:
-                status, answer = self._dispatch(method, parts.path, query, user)
+                answer = self._dispatch(method, parts.path, query, user)
+            status = 200 if isinstance(answer, _Watch) else answer[0]
             self.requests.append(Recorded(method, parts.path, query, user, status))
-        return status, answer
+        return answer
+
+    def end_watch(self, watch: _Watch) -> None:
+        with self._lock:
+            if watch in self._watches:
+                self._watches.remove(watch)
+
+    def _write(self, store: str, obj: Json) -> Json:
+        metadata = obj.get("metadata") or {}
+        key = (metadata.get("namespace") or "", metadata["name"])
+        objects = self._objects.setdefault(store, {})
+        old = objects.get(key)
+        self._resource_version += 1
+        new = _copy(obj)
+        meta = new.setdefault("metadata", {})
+        meta["resourceVersion"] = str(self._resource_version)
+        if old is not None:
+            meta["uid"] = old["metadata"]["uid"]
+            meta["creationTimestamp"] = old["metadata"]["creationTimestamp"]
+        else:
+            meta.setdefault("uid", str(uuid.uuid4()))
+            meta.setdefault("creationTimestamp", _now())
+        objects[key] = new
+        self._commit(store, "MODIFIED" if old else "ADDED", new, old)
+        return new
+
+    def _commit(self, store: str, kind: str, new: Json | None, old: Json | None) -> None:
+        self._history.append(_Change(self._resource_version, store, kind, new, old))
+        while len(self._history) > self.watch_window:
+            self._compacted = self._history.popleft().version
+        for watch in self._watches:
+            if watch.resource.store == store:
+                watch.offer(kind, new, old)
+
+    def _resource_request(
+        self, resource: _Resource, request: _Request, user: str
+    ) -> tuple[int, Json] | _Watch:
+        namespace, name = request.namespace, request.name
+        if (namespace is not None and not resource.namespaced) or (
+            resource.namespaced and namespace is None and name is not None
+        ):
+            return 404, _status(404, "NotFound", "the server could not find the requested resource")
+        verb = request.verb()
+        if verb is None or verb not in resource.verbs:
+            return 405, _status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        injected = self._injected(resource, verb)
+        if injected is not None:
+            return injected
+        if not self._allowed(user, verb, resource, namespace):
+            return 403, _forbidden(user, verb, resource, namespace, name)
+        if verb == "get":
+            assert name is not None
+            stored = self._objects.get(resource.store, {}).get((namespace or "", name))
+            if stored is None:
+                return _not_found(resource, name)
+            return 200, _view(resource, stored)
+        if verb in ("list", "watch"):
+            try:
+                labels = parse_label_selector(request.param("labelSelector"))
+                fields = parse_field_selector(request.param("fieldSelector"), resource.fields)
+            except ValueError as exc:
+                return 400, _status(400, "BadRequest", str(exc))
+            if verb == "watch":
+                return self._watch(resource, request, labels, fields)
+            items = [
+                {k: v for k, v in _view(resource, o).items() if k not in ("kind", "apiVersion")}
+                for (ns, _), o in sorted(
+                    self._objects.get(resource.store, {}).items(),
+                    key=lambda item: int(item[1]["metadata"]["resourceVersion"]),
+                )
+                if (namespace is None or ns == namespace) and _selected(o, labels, fields)
+            ]
+            return 200, {
+                "kind": f"{resource.kind}List",
+                "apiVersion": resource.api_version,
+                "metadata": {"resourceVersion": str(self._resource_version)},
+                "items": items,
+            }
+        assert namespace is not None
+        try:
+            body = json.loads(request.body)
+        except ValueError as exc:
+            return 400, _status(
+                400, "BadRequest", f"couldn't get version/kind; json parse error: {exc}"
+            )
+        if not isinstance(body, dict):
+            return 400, _status(400, "BadRequest", "the body must be a JSON object")
+        if verb == "create":
+            return self._create_event(namespace, body)
+        assert name is not None
+        if request.content_type not in _MERGE_PATCHES:
+            return 415, _status(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format ({request.content_type}) - "
+                "fake kube-apiserver accepts application/merge-patch+json, "
+                "application/strategic-merge-patch+json",
+            )
+        return self._patch_event(namespace, name, body)
+
+    def _watch(
+        self,
+        resource: _Resource,
+        request: _Request,
+        labels: list[Requirement],
+        fields: list[FieldRequirement],
+    ) -> tuple[int, Json] | _Watch:
+        timeout_text = request.param("timeoutSeconds")
+        version_text = request.param("resourceVersion")
+        if not re.fullmatch(r"\d{0,18}", timeout_text) or not re.fullmatch(
+            r"\d{0,18}", version_text
+        ):
+            return 400, _status(400, "BadRequest", "resourceVersion and timeoutSeconds must be "
+                                                   "non-negative integers")  # fmt: skip
+        watch = _Watch(
+            resource,
+            request.namespace,
+            labels,
+            fields,
+            bookmarks=request.param("allowWatchBookmarks") == "true",
+            timeout=float(timeout_text) if timeout_text else None,
+        )
+        since = int(version_text) if version_text else 0
+        if since == 0:  # "" or "0": the current state as ADDED events, then changes
+            for _, stored in sorted(
+                self._objects.get(resource.store, {}).items(),
+                key=lambda item: int(item[1]["metadata"]["resourceVersion"]),
+            ):
+                if watch.wants(stored):
+                    watch.send("ADDED", watch.view(stored))
+        elif since < self._compacted:
+            message = f"too old resource version: {since} ({self._compacted})"
+            watch.send("ERROR", _status(410, "Expired", message))
+            watch.lines.put(None)
+            return watch
+        else:
+            for change in self._history:
+                if change.store == resource.store and change.version > since:
+                    watch.offer(change.kind, change.new, change.old)
+        self._watches.append(watch)
+        return watch
+
+    def _create_event(self, namespace: str, body: Json) -> tuple[int, Json]:
+        metadata = body.setdefault("metadata", {})
+        if not isinstance(metadata, dict):
+            return 400, _status(400, "BadRequest", "metadata must be an object")
+        if metadata.get("namespace", namespace) != namespace:
+            return 400, _status(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on "
+                "the request",
+            )
+        metadata["namespace"] = namespace
+        if not metadata.get("name") and metadata.get("generateName"):
+            metadata["name"] = f"{metadata['generateName']}{_suffix(str(uuid.uuid4()))}"
+        name = metadata.get("name")
+        if not name:
+            return 422, _invalid(
+                "Event", "", "metadata.name: Required value: name or generateName is required"
+            )
+        involved = body.get("involvedObject") or {}
+        if involved.get("namespace", namespace) != namespace:
+            return 422, _invalid(
+                "Event",
+                name,
+                f'involvedObject.namespace: Invalid value: "{involved.get("namespace")}": '
+                "does not match event.namespace",
+            )
+        if (namespace, name) in self._objects.get("events", {}):
+            return 409, _status(
+                409,
+                "AlreadyExists",
+                f'events "{name}" already exists',
+                details={"name": name, "kind": "events"},
+            )
+        body["kind"], body["apiVersion"] = "Event", "v1"
+        metadata.pop("resourceVersion", None)
+        return 201, _copy(self._write("events", body))
+
+    def _patch_event(self, namespace: str, name: str, patch: Json) -> tuple[int, Json]:
+        stored = self._objects.get("events", {}).get((namespace, name))
+        if stored is None:
+            return _not_found(_RESOURCES["", "events"], name)
+        version = (patch.get("metadata") or {}).get("resourceVersion")
+        if version is not None and version != stored["metadata"]["resourceVersion"]:
+            message = (
+                f'Operation cannot be fulfilled on events "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again"
+            )
+            return 409, _status(409, "Conflict", message, details={"name": name, "kind": "events"})
+        merged = _merge_patch(stored, patch)
+        merged["metadata"]["name"], merged["metadata"]["namespace"] = name, namespace
+        return 200, _copy(self._write("events", merged))
+
+    def _injected(self, resource: _Resource, verb: str) -> tuple[int, Json] | None:
+        for index, failure in enumerate(self._failures):
+            if failure.resource == resource.qualified and failure.verb in (None, verb):
+                del self._failures[index]
+                reason, message = _INJECTED[failure.status]
+                return failure.status, _status(failure.status, reason, message)
+        return None
+
+    def _allowed(self, user: str, verb: str, resource: _Resource, namespace: str | None) -> bool:
+        granted = self.rbac.get(user, set())
+        if (verb, resource.qualified, "*") in granted:
+            return True
+        return namespace is not None and (verb, resource.qualified, namespace) in granted
 
     # --- leases -------------------------------------------------------------------------------
 
@@ -574,6 +1229,102 @@ def _status(code: int, reason: str, message: str, *, details: Json | None = None
     return body
 
 
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    namespace: str | None
+    name: str | None
+    query: dict[str, list[str]]
+    body: bytes
+    content_type: str | None
+
+    def param(self, key: str) -> str:
+        return self.query.get(key, [""])[0]
+
+    def verb(self) -> str | None:
+        if self.method == "GET":
+            if self.name is not None:
+                return "get"
+            return "watch" if self.param("watch") in ("true", "1") else "list"
+        if self.method == "POST" and self.name is None:
+            return "create"
+        if self.method == "PATCH" and self.name is not None:
+            return "patch"
+        return None
+
+
+_INJECTED: dict[int, tuple[str, str]] = {
+    500: ("InternalError", "Internal error occurred: fake kube-apiserver: injected failure"),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    429: (
+        "TooManyRequests",
+        "the server has received too many requests and has asked us to try again later",
+    ),
+    504: (
+        "Timeout",
+        "the server was unable to return a response in the time allotted, but may still be "
+        "processing the request",
+    ),
+}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _view(resource: _Resource, obj: Json) -> Json:
+    return events_v1(obj) if resource.group == "events.k8s.io" else obj
+
+
+def _forbidden(
+    user: str, verb: str, resource: _Resource, namespace: str | None, name: str | None
+) -> Json:
+    """The apiserver's 403: ``pods "x" is forbidden: User "u" cannot get resource "pods" in API
+    group "" in the namespace "ns"`` (apiserver/pkg/endpoints/handlers/responsewriters)."""
+    subject = f'{resource.qualified} "{name}"' if name else resource.qualified
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    message = (
+        f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource.plural}" '
+        f'in API group "{resource.group}" {scope}'
+    )
+    details: Json = {"name": name} if name else {}
+    if resource.group:
+        details["group"] = resource.group
+    details["kind"] = resource.plural
+    return _status(403, "Forbidden", message, details=details)
+
+
+def _not_found(resource: _Resource, name: str) -> tuple[int, Json]:
+    details: Json = {"name": name}
+    if resource.group:
+        details["group"] = resource.group
+    details["kind"] = resource.plural
+    message = f'{resource.qualified} "{name}" not found'
+    return 404, _status(404, "NotFound", message, details=details)
+
+
+def _invalid(kind: str, name: str, cause: str) -> Json:
+    return _status(
+        422, "Invalid", f'{kind} "{name}" is invalid: {cause}', details={"name": name, "kind": kind}
+    )
+
+
+def _validate_secret(obj: Json) -> None:
+    """Refuse what ``ValidateSecret`` refuses for the docker types: no key, or not JSON."""
+    key = _DOCKER_SECRET_KEYS.get(obj.get("type", ""))
+    if key is None:
+        return
+    raw = (obj.get("data") or {}).get(key)
+    if not isinstance(raw, str):
+        raise ValueError(f"data[{key}]: Required value (the apiserver refuses this Secret)")
+    try:
+        json.loads(base64.b64decode(raw))
+    except ValueError:
+        raise ValueError(
+            f"data[{key}]: Invalid value: not JSON (the apiserver refuses this Secret)"
+        ) from None
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -607,19 +1358,54 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        status, body = self.server.api.respond(
-            self.command, self.path, self.headers.get("Authorization"), raw
+        answer = self.server.api.serve(
+            self.command,
+            self.path,
+            self.headers.get("Authorization"),
+            raw,
+            self.headers.get("Content-Type"),
         )
+        if isinstance(answer, _Watch):
+            self._stream(answer)
+            return
+        status, body = answer
         data = json.dumps(body, separators=(",", ":")).encode()
+        self._head(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _head(self, status: int) -> None:
         self.send_response(status)
         self.send_header("Audit-Id", str(uuid.uuid4()))
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Content-Type", "application/json")
         self.send_header("X-Kubernetes-Pf-Flowschema-Uid", str(uuid.uuid4()))
         self.send_header("X-Kubernetes-Pf-Prioritylevel-Uid", str(uuid.uuid4()))
-        self.send_header("Content-Length", str(len(data)))
+
+    def _stream(self, watch: _Watch) -> None:
+        """A watch: one JSON event per line, chunked, until closed or ``timeoutSeconds``."""
+        self._head(200)
+        self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self.wfile.write(data)
+        deadline = None if watch.timeout is None else time.monotonic() + watch.timeout
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+                try:
+                    line = watch.lines.get(timeout=max(wait, 0.0))
+                except queue.Empty:
+                    continue
+                if line is None:
+                    break
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away
+            pass
+        finally:
+            self.server.api.end_watch(watch)
+            self.close_connection = True
 
 
 @contextmanager
@@ -640,6 +1426,7 @@ def serve_kube_api(tls: KubeTls | None = None) -> Iterator[FakeKubeApi]:
     try:
         yield api
     finally:
+        api.close_watches()
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)

@@ -35,7 +35,13 @@ def _aggregator_config(
     return merge(
         base,
         {
-            "aggregator": {"node_timeout": 6, "discovery": {"mode": "static", "agents": static}},
+            "aggregator": {
+                "node_timeout": 6,
+                "discovery": {"mode": "static", "agents": static},
+                # the lab's agents serve plain HTTP; without this the aggregator refuses to send
+                # them credentials (tests/unit/test_cluster_api.py)
+                "allow_plain_http_credentials": True,
+            },
             **extra,
         },
     )

@@ -6,7 +6,12 @@ strictly (an unknown field fails) against the oldest and newest Kubernetes versi
 kubectl fails the tests instead of skipping them. The Prometheus Operator's ServiceMonitor and
 PrometheusRule are not in the Kubernetes schemas: they are validated against the small schemas
 written below from the operator's monitoring.coreos.com/v1 API (the fields these manifests use,
-with the CRDs' required fields, enums and duration pattern; anything else is rejected).
+with the CRDs' required fields, enums and duration pattern; anything else is rejected). So are
+cert-manager's Issuer and Certificate (components/agent-tls), against schemas written from the
+cert-manager.io/v1 API reference and its CRDs (cert-manager's deploy/crds/
+cert-manager.io_{issuers,certificates}.yaml) plus the rules its admission webhook adds
+(pkg/internal/apis/certmanager/validation: key sizes per algorithm, duration at least 1 h,
+renewBefore at least 5 min and below the duration, one issuer type per Issuer).
 """
 
 from __future__ import annotations
@@ -83,6 +88,23 @@ NOT_ALERTED_CAUSES = {
 LEASE_ROLE = "pullcheck-aggregator-leader-election"
 ENDPOINTSLICES_RULES = [
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list"]}
+]
+
+# components/pod-diagnosis: the one ClusterRole, exactly what the automatic diagnosis calls,
+# cluster-wide because failing pods may be in any namespace (a RoleBinding of it per namespace
+# narrows it to aggregator.pod_diagnosis.namespaces). No list/watch on Secrets, nothing on nodes.
+POD_DIAGNOSIS_COMPONENT = "components/pod-diagnosis"
+POD_DIAGNOSIS_ROLE = "pullcheck-aggregator-pod-diagnosis"
+POD_DIAGNOSIS_RULES = [
+    # agent/kube/watch.py Reflector: list, then watch (pods of every namespace); the worker
+    # re-reads one failing pod before its test (KubeReader.get_pod)
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    # agent/pods/secrets.py pull_secrets: the pod's imagePullSecrets and its ServiceAccount's,
+    # each read by name, never listed
+    {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": ["get"]},
+    # agent/kube/events.py EventRecorder: create; after 409 AlreadyExists (a restarted replica)
+    # get the Event and merge-patch its count
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "get", "patch"]},
 ]
 
 KUSTOMIZATION_NAMES = {"kustomization.yaml", "kustomization.yml", "Kustomization"}
@@ -437,10 +459,260 @@ PROMETHEUSRULE_SCHEMA: Doc = {
         },
     },
 }
+
+# --- cert-manager.io/v1 (components/agent-tls) ----------------------------------------------
+# Source: the cert-manager API reference (cert-manager.io/docs/reference/api-docs,
+# "cert-manager.io/v1": IssuerSpec/IssuerConfig, CAIssuer, SelfSignedIssuer, CertificateSpec,
+# CertificatePrivateKey, ObjectReference (issuerRef), KeyUsage) and the CRDs generated from it
+# (deploy/crds/cert-manager.io_{issuers,certificates}.yaml): every CertificateSpec field is
+# listed, so a typo fails; the issuer kinds these manifests do not use (acme, vault, venafi)
+# are only objects here.
+
+_GO_DURATION_UNITS = {
+    "h": 3600.0,
+    "m": 60.0,
+    "s": 1.0,
+    "ms": 1e-3,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ns": 1e-9,
+}
+_GO_DURATION = {"type": "string", "pattern": r"^([0-9]+(\.[0-9]+)?(h|m|s|ms|us|µs|ns))+$"}
+_STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_CA_ISSUER = {
+    "type": "object",
+    "required": ["secretName"],
+    "additionalProperties": False,
+    "properties": {
+        "secretName": {"type": "string", "minLength": 1},
+        "crlDistributionPoints": _STRINGS,
+        "issuingCertificateURLs": _STRINGS,
+        "ocspServers": _STRINGS,
+    },
+}
+_SELF_SIGNED_ISSUER = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {"crlDistributionPoints": _STRINGS},
+}
+_ISSUER_TYPES = ("acme", "ca", "selfSigned", "vault", "venafi")
+ISSUER_SCHEMA: Doc = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Issuer"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "acme": {"type": "object"},
+                "ca": _CA_ISSUER,
+                "selfSigned": _SELF_SIGNED_ISSUER,
+                "vault": {"type": "object"},
+                "venafi": {"type": "object"},
+            },
+            # the webhook: exactly one issuer type
+            "oneOf": [{"required": [kind]} for kind in _ISSUER_TYPES],
+        },
+    },
+}
+_KEY_USAGES = [
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+]
+_PRIVATE_KEY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+        "encoding": {"enum": ["PKCS1", "PKCS8"]},
+        "rotationPolicy": {"enum": ["Never", "Always"]},
+        "size": {"type": "integer"},
+    },
+    # the webhook: the sizes each algorithm accepts (RSA is the default algorithm)
+    "allOf": [
+        {
+            "if": {"properties": {"algorithm": {"const": "ECDSA"}}, "required": ["algorithm"]},
+            "then": {"properties": {"size": {"enum": [256, 384, 521]}}},
+        },
+        {
+            "if": {"not": {"required": ["algorithm"]}},
+            "then": {"properties": {"size": {"enum": [2048, 4096, 8192]}}},
+        },
+        {
+            "if": {"properties": {"algorithm": {"const": "RSA"}}, "required": ["algorithm"]},
+            "then": {"properties": {"size": {"enum": [2048, 4096, 8192]}}},
+        },
+    ],
+}
+_SUBJECT_FIELDS = (
+    "countries",
+    "localities",
+    "organizationalUnits",
+    "organizations",
+    "postalCodes",
+    "provinces",
+    "streetAddresses",
+)
+CERTIFICATE_SCHEMA: Doc = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Certificate"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "required": ["issuerRef", "secretName"],
+            "additionalProperties": False,
+            "properties": {
+                "additionalOutputFormats": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["type"],
+                        "additionalProperties": False,
+                        "properties": {"type": {"enum": ["DER", "CombinedPEM"]}},
+                    },
+                },
+                "commonName": {"type": "string", "minLength": 1, "maxLength": 64},
+                "dnsNames": _STRINGS,
+                "duration": _GO_DURATION,
+                "emailAddresses": _STRINGS,
+                "encodeUsagesInRequest": {"type": "boolean"},
+                "ipAddresses": _STRINGS,
+                "isCA": {"type": "boolean"},
+                "issuerRef": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "kind": {"type": "string"},
+                        "group": {"type": "string"},
+                    },
+                },
+                "keystores": {"type": "object"},
+                "literalSubject": {"type": "string"},
+                "nameConstraints": {"type": "object"},
+                "otherNames": {"type": "array"},
+                "privateKey": _PRIVATE_KEY,
+                "renewBefore": _GO_DURATION,
+                "renewBeforePercentage": {
+                    "type": "integer",
+                    "exclusiveMinimum": 0,
+                    "exclusiveMaximum": 100,
+                },
+                "revisionHistoryLimit": {"type": "integer", "minimum": 1},
+                "secretName": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+                "secretTemplate": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"annotations": _STRING_MAP, "labels": _STRING_MAP},
+                },
+                "signatureAlgorithm": {
+                    "enum": [
+                        "SHA256WithRSA",
+                        "SHA384WithRSA",
+                        "SHA512WithRSA",
+                        "ECDSAWithSHA256",
+                        "ECDSAWithSHA384",
+                        "ECDSAWithSHA512",
+                        "PureEd25519",
+                    ]
+                },
+                "subject": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "serialNumber": {"type": "string"},
+                        **{name: _STRINGS for name in _SUBJECT_FIELDS},
+                    },
+                },
+                "uris": _STRINGS,
+                "usages": {"type": "array", "items": {"enum": _KEY_USAGES}, "uniqueItems": True},
+            },
+            "allOf": [
+                # the webhook: one way to say when to renew; literalSubject stands alone
+                {"not": {"required": ["renewBefore", "renewBeforePercentage"]}},
+                {"not": {"required": ["literalSubject", "commonName"]}},
+                {"not": {"required": ["literalSubject", "subject"]}},
+                # at least one name to certify
+                {
+                    "anyOf": [
+                        {"required": [field]}
+                        for field in (
+                            "commonName",
+                            "dnsNames",
+                            "uris",
+                            "emailAddresses",
+                            "ipAddresses",
+                            "literalSubject",
+                            "otherNames",
+                        )
+                    ]
+                },
+            ],
+        },
+    },
+}
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUSRULE_SCHEMA,
+    ("cert-manager.io/v1", "Issuer"): ISSUER_SCHEMA,
+    ("cert-manager.io/v1", "Certificate"): CERTIFICATE_SCHEMA,
 }
+#: API groups whose kinds are not in the Kubernetes schemas: each kind needs a schema above
+_CRD_GROUPS = {"monitoring.coreos.com", "cert-manager.io"}
+
+
+def _go_duration(text: str) -> float:
+    """Seconds of a Go ``time.ParseDuration`` string (the pattern above is checked first)."""
+    return sum(
+        float(number) * _GO_DURATION_UNITS[unit]
+        for number, unit in re.findall(r"([0-9]+(?:\.[0-9]+)?)(h|ms|us|µs|ns|m|s)", text)
+    )
+
+
+def _certificate_problems(doc: Doc) -> list[str]:
+    """cert-manager's webhook rules on durations, which a JSON schema cannot say."""
+    spec = doc.get("spec", {})
+    problems = []
+    duration = _go_duration(spec["duration"]) if "duration" in spec else 90 * 86400.0
+    if duration < 3600:
+        problems.append(f"spec.duration: {spec.get('duration')} is under the minimum of 1h")
+    if "renewBefore" in spec:
+        renew = _go_duration(spec["renewBefore"])
+        if renew < 300:
+            problems.append(f"spec.renewBefore: {spec['renewBefore']} is under 5m")
+        if renew >= duration:
+            problems.append(f"spec.renewBefore: {spec['renewBefore']} is not below the duration")
+    return problems
 
 
 def _validate(doc: Doc, where: str) -> None:
@@ -455,8 +727,10 @@ def _validate(doc: Doc, where: str) -> None:
         assert not errors, f"{what}: " + "; ".join(
             f"{'.'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors
         )
+        if doc["kind"] == "Certificate":
+            assert not _certificate_problems(doc), f"{what}: {_certificate_problems(doc)}"
         return
-    assert doc["apiVersion"].split("/")[0] != "monitoring.coreos.com", f"{what}: no schema here"
+    assert doc["apiVersion"].split("/")[0] not in _CRD_GROUPS, f"{what}: no schema here"
     for version in K8S_VERSIONS:
         try:
             kubernetes_validate.validate(doc, version, strict=True)
@@ -496,6 +770,40 @@ def test_crd_schemas_reject_mistakes() -> None:
     [rule] = _load_all(MANIFESTS / "components" / "prometheus-operator" / "prometheusrule.yaml")
     rule["spec"]["groups"][0]["rules"][0]["for"] = "10 minutes"
     assert list(jsonschema.Draft202012Validator(PROMETHEUSRULE_SCHEMA).iter_errors(rule))
+
+
+def _cert_manager_docs() -> dict[str, Doc]:
+    docs = _load_all(MANIFESTS / "components" / "agent-tls" / "certificates.yaml")
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
+
+
+@pytest.mark.parametrize(
+    ("target", "mistake"),
+    [
+        ("Issuer/pullcheck-ca", lambda s: s["ca"].pop("secretName")),
+        ("Issuer/pullcheck-ca", lambda s: s.update(selfSigned={})),  # two issuer types
+        ("Issuer/pullcheck-selfsigned", lambda s: s.update(selfsigned=s.pop("selfSigned"))),
+        ("Certificate/pullcheck-agent", lambda s: s.pop("secretName")),
+        ("Certificate/pullcheck-agent", lambda s: s.update(dnsName=s.pop("dnsNames"))),
+        ("Certificate/pullcheck-agent", lambda s: s["issuerRef"].pop("name")),
+        ("Certificate/pullcheck-agent", lambda s: s["usages"].append("server-auth")),
+        ("Certificate/pullcheck-agent", lambda s: s["privateKey"].update(size=2048)),  # ECDSA
+        ("Certificate/pullcheck-agent", lambda s: s["privateKey"].update(algorithm="EC")),
+        ("Certificate/pullcheck-agent", lambda s: s.update(duration="90d")),  # not Go's units
+        ("Certificate/pullcheck-agent", lambda s: s.update(renewBeforePercentage=10)),
+        ("Certificate/pullcheck-agent", lambda s: s.update(commonName="x" * 65)),
+        ("Certificate/pullcheck-ca", lambda s: s.update(duration="30m")),  # under 1h
+        ("Certificate/pullcheck-ca", lambda s: s.update(renewBefore="87600h")),  # ≥ duration
+        ("Certificate/pullcheck-ca", lambda s: s.update(renewBefore="1m")),  # under 5m
+    ],
+)
+def test_cert_manager_schemas_reject_mistakes(target: str, mistake: Any) -> None:
+    doc = _cert_manager_docs()[target]
+    _validate(doc, "as committed")  # the committed object passes
+    mistake(doc["spec"])
+    schema = CRD_SCHEMAS[(doc["apiVersion"], doc["kind"])]
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(doc))
+    assert errors or _certificate_problems(doc), f"{target}: the mistake passed"
 
 
 # --- kustomize layout ------------------------------------------------------------------------
@@ -691,8 +999,14 @@ def test_agent_runs_where_containerd_runs_and_no_further(
     for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
         host = _host_path_of(pod, container, env[variable]["value"])
         assert host is not None and host.startswith(("/etc/ssl/", "/etc/pki/")), variable
-    for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
-        assert container[probe]["httpGet"] == {"path": path, "port": "http"}
+    # HTTPS exactly when the agent serves it (components/agent-tls), else kubelet's probes fail
+    scheme = {"scheme": "HTTPS"} if _settings_of(builds[build], "agent").agent.tls else {}
+    for probe, path in [
+        ("startupProbe", "/healthz"),
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+    ]:
+        assert container[probe]["httpGet"] == {"path": path, "port": "http", **scheme}, probe
     host_volumes = {v["name"]: v["hostPath"] for v in pod["volumes"] if "hostPath" in v}
     assert {v["path"] for v in host_volumes.values()} <= ALLOWED_HOST_PATHS
     mounted = set()
@@ -794,7 +1108,6 @@ def test_only_the_example_overlay_generates_the_token(builds: dict[str, list[Doc
 @pytest.mark.parametrize("build", BUILDS)
 def test_rbac_is_least_privilege(builds: dict[str, list[Doc]], build: str) -> None:
     docs = builds[build]
-    assert not _find(docs, "ClusterRole") and not _find(docs, "ClusterRoleBinding")
     for account in _find(docs, "ServiceAccount"):
         assert account["automountServiceAccountToken"] is False
     settings = _settings_of(docs, "aggregator")
@@ -821,6 +1134,7 @@ def test_rbac_is_least_privilege(builds: dict[str, list[Doc]], build: str) -> No
                 "namespace": NAMESPACE,
             }
             bound_accounts.add(subject["name"])
+    bound_accounts |= _pod_diagnosis_rbac(docs, build)
     assert _pod_spec(_agent(docs))["automountServiceAccountToken"] is False
     aggregator = _pod_spec(_aggregator(docs))
     # a token only where it is used, and used only with the Roles
@@ -833,6 +1147,96 @@ def test_rbac_is_least_privilege(builds: dict[str, list[Doc]], build: str) -> No
     assert bool(slices) == (settings.aggregator.discovery.mode == "endpointslices")
     if build == "base":
         assert [r["metadata"]["name"] for r in roles] == [LEASE_ROLE]
+
+
+def _pod_diagnosis_rbac(docs: list[Doc], build: str) -> set[str]:
+    """The ClusterRole and its binding: only in components/pod-diagnosis, only with the rules
+    the diagnosis uses, only for the aggregator, and exactly when the diagnosis is enabled.
+    The accounts it binds."""
+    cluster_roles = _find(docs, "ClusterRole")
+    bindings = _find(docs, "ClusterRoleBinding")
+    enabled = _settings_of(docs, "aggregator").aggregator.pod_diagnosis.enabled
+    assert enabled is (build == POD_DIAGNOSIS_COMPONENT), "pod diagnosis on only with its RBAC"
+    if build != POD_DIAGNOSIS_COMPONENT:
+        assert not cluster_roles and not bindings, f"{build}: cluster-wide RBAC"
+        return set()
+    [role] = cluster_roles
+    assert role["metadata"]["name"] == POD_DIAGNOSIS_ROLE
+    assert role["rules"] == POD_DIAGNOSIS_RULES
+    for rule in role["rules"]:
+        assert not {"resourceNames", "nonResourceURLs"} & set(rule)
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        if "secrets" in rule["resources"]:
+            assert rule["verbs"] == ["get"], "Secrets are read by name only"
+    assert "aggregationRule" not in role
+    [binding] = bindings
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": POD_DIAGNOSIS_ROLE,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pullcheck-aggregator", "namespace": NAMESPACE}
+    ]
+    return {"pullcheck-aggregator"}
+
+
+def test_pod_diagnosis_rules_are_what_the_component_grants() -> None:
+    """The rules above are the component's file (the lab test grants the aggregator exactly
+    these and checks that every request the diagnosis makes passes)."""
+    docs = _load_all(MANIFESTS / "components" / "pod-diagnosis" / "rbac.yaml")
+    [role] = _find(docs, "ClusterRole", POD_DIAGNOSIS_ROLE)
+    assert role["rules"] == POD_DIAGNOSIS_RULES
+
+
+def test_agent_tls_component_wires_the_certificate_to_both_sides(
+    builds: dict[str, list[Doc]],
+) -> None:
+    docs = builds["components/agent-tls"]
+    issuers = {d["metadata"]["name"]: d for d in _find(docs, "Issuer")}
+    certificates = {d["metadata"]["name"]: d for d in _find(docs, "Certificate")}
+    agent_settings = _settings_of(docs, "agent")
+    aggregator_settings = _settings_of(docs, "aggregator").aggregator
+    # the chain: a self-signed root CA, a CA Issuer signing with its Secret, the agents' cert
+    root = certificates["pullcheck-ca"]["spec"]
+    assert root["isCA"] is True
+    assert "selfSigned" in issuers[root["issuerRef"]["name"]]["spec"]
+    agent_cert = certificates["pullcheck-agent"]["spec"]
+    assert not agent_cert.get("isCA")
+    signer = issuers[agent_cert["issuerRef"]["name"]]["spec"]
+    assert signer == {"ca": {"secretName": root["secretName"]}}
+    assert "server auth" in agent_cert["usages"]
+    for cert in certificates.values():
+        assert cert["spec"]["issuerRef"]["kind"] == "Issuer"  # namespaced, not a ClusterIssuer
+    # the agent serves the certificate's Secret; the aggregator trusts its ca.crt for the name
+    # in the certificate (agents are dialled by pod IP)
+    assert agent_settings.agent.tls is not None
+    agent_pod = _pod_spec(_agent(docs))
+    [agent] = agent_pod["containers"]
+    for path in agent_settings.agent.tls:
+        volume = _mounted_volume(agent_pod, agent, path)
+        assert volume["secret"]["secretName"] == agent_cert["secretName"], path
+    assert aggregator_settings.discovery.agent_scheme == "https"
+    assert aggregator_settings.agent_tls.server_name in agent_cert["dnsNames"]
+    assert aggregator_settings.allow_plain_http_credentials is False
+    ca_file = aggregator_settings.agent_tls.ca_file
+    assert ca_file is not None
+    aggregator_pod = _pod_spec(_aggregator(docs))
+    [aggregator] = aggregator_pod["containers"]
+    ca_volume = _mounted_volume(aggregator_pod, aggregator, ca_file)
+    assert ca_volume["secret"]["secretName"] == agent_cert["secretName"]
+    assert [i["key"] for i in ca_volume["secret"]["items"]] == ["ca.crt"]  # not the agent's key
+    # nothing else grows a plain-HTTP exception
+    for build in BUILDS:
+        assert not _settings_of(builds[build], "aggregator").aggregator.allow_plain_http_credentials
+
+
+def _mounted_volume(pod: Doc, container: Doc, path: str) -> Doc:
+    """The volume mounted read-only at the directory holding ``path``."""
+    parent = str(PurePosixPath(path).parent)
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == parent]
+    assert mount.get("readOnly") is True, parent
+    return _volume(pod, mount["name"])
 
 
 @pytest.mark.parametrize("build", BUILDS)

@@ -173,6 +173,10 @@ async def test_credentials_go_in_a_post_body_never_in_a_url(
     with pytest.raises(ValueError, match="never in a URL"):
         await client.pulltest(url, test, deadline=5)
     assert agent.seen == []  # refused before anything was sent
+    refused = await client.pulltest(url, test, deadline=5, post=True)
+    assert isinstance(refused, CallFailure) and refused.error == "plain_http_credentials"
+    assert agent.seen == []  # plain HTTP: credentials only when the config says so
+    client.plain_http_credentials = True
     result = await client.pulltest(url, test, deadline=5, post=True)
     assert isinstance(result, PullTestResult)
     (asked,) = agent.seen
@@ -407,7 +411,11 @@ async def test_ndjson_streams_each_node_as_it_answers_then_the_summary(tmp_path:
 
 async def test_credentials_reach_the_agents_only_in_the_post_body(tmp_path: Path) -> None:
     agents = _agents(node_1=PULL_GOOD)
-    async with aggregator(tmp_path, agents, _static(agents)) as (client, _state):
+    static = _static(agents)
+    async with aggregator(tmp_path, agents, static, allow_plain_http_credentials=True) as (
+        client,
+        _state,
+    ):
         reply = await client.post(
             "/v1/pulltest",
             json={"image": IMAGE, "mode": "resolve", "creds": "user:hunter2"},
