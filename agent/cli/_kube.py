@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 import click
 
 from agent.cli._options import CommandError, seconds
+from agent.kube.names import NAMESPACE, OBJECT_NAME
 
 __all__ = ["EXIT_API", "kube_options", "namespace_option", "run_api"]
 
@@ -23,8 +24,6 @@ __all__ = ["EXIT_API", "kube_options", "namespace_option", "run_api"]
 EXIT_API: Final = 3
 MAX_REQUEST_SECONDS: Final = 300.0
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -39,11 +38,11 @@ def _checked(pattern: re.Pattern[str], what: str) -> Callable[..., str | None]:
     return check
 
 
-pod_name = _checked(_NAME, "pod name (lower-case DNS subdomain)")
+pod_name = _checked(OBJECT_NAME, "pod name (lower-case DNS subdomain)")
 namespace_option = click.option(
     "-n",
     "--namespace",
-    callback=_checked(_NAMESPACE, "namespace name"),
+    callback=_checked(NAMESPACE, "namespace name"),
     help="The namespace (default: the context's, else default).",
 )
 

@@ -49,7 +49,7 @@ def pods(
 
     async def read() -> list[PodFacts]:
         async with KubeReader(target, request_timeout) as reader:
-            listed = [p for p in await reader.list_pods(scope) if waiting_on_pull(p)]
+            listed = [p for p in await reader.list_pods(scope) if waiting_on_pull(p.to_dict())]
             return [
                 await facts_of(reader, p, detailed=number < MAX_DETAILED)
                 for number, p in enumerate(listed)

@@ -13,7 +13,8 @@ cannot decode.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -98,6 +99,17 @@ def _unreachable(call: _Call, server: str, exc: BaseException) -> KubeApiError:
     return KubeApiError(call, "unreachable", f"no answer from {server}: {reason}")
 
 
+@contextmanager
+def _failures(call: _Call, server: str) -> Iterator[None]:
+    """Every failure of the API request(s) inside as one :class:`KubeApiError` for ``call``."""
+    try:
+        yield
+    except ApiError as exc:
+        raise _api_error(call, exc) from None
+    except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
+        raise _unreachable(call, server, exc) from None
+
+
 class KubeReader:
     """Reads as the caller of ``target``; use ``async with`` (or :meth:`aclose`)."""
 
@@ -129,19 +141,15 @@ class KubeReader:
 
     async def _get(self, res: type[R], call: _Call) -> R:
         assert call.name is not None
-        try:
+        with _failures(call, self.target.server):
             return await self._client.get(res, call.name, namespace=call.namespace)
-        except ApiError as exc:
-            raise _api_error(call, exc) from None
-        except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
-            raise _unreachable(call, self.target.server, exc) from None
 
     async def _list(
         self, res: type[R], call: _Call, fields: FieldSelector | None = None
     ) -> list[R]:
         found: list[R] = []
         namespace = call.namespace if call.namespace is not None else "*"
-        try:
+        with _failures(call, self.target.server):
             items: AsyncIterator[R] = self._client.list(  # type: ignore[assignment]
                 res, namespace=namespace, chunk_size=_PAGE, fields=fields
             )
@@ -151,10 +159,6 @@ class KubeReader:
                     raise KubeApiError(
                         call, "api_error", f"more than {MAX_ITEMS} {call.resource}; narrow it"
                     )
-        except ApiError as exc:
-            raise _api_error(call, exc) from None
-        except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
-            raise _unreachable(call, self.target.server, exc) from None
         return found
 
     async def get_pod(self, namespace: str, name: str) -> Pod:
@@ -183,15 +187,10 @@ class KubeReader:
         return await self._get(ServiceAccount, _Call("get", "serviceaccounts", namespace, name))
 
     async def node_names(self) -> list[str]:
-        call = _Call("list", "nodes")
-        try:
+        with _failures(_Call("list", "nodes"), self.target.server):
             names = [
                 node.metadata.name
                 async for node in self._client.list(Node, chunk_size=_PAGE)
                 if node.metadata is not None and node.metadata.name
             ]
-        except ApiError as exc:
-            raise _api_error(call, exc) from None
-        except (httpx2.HTTPError, OSError, ssl.SSLError) as exc:
-            raise _unreachable(call, self.target.server, exc) from None
         return sorted(names)[:MAX_ITEMS]

@@ -75,7 +75,7 @@ async def gather(reader: KubeReader, namespace: str, name: str) -> PodFacts:
 async def facts_of(reader: KubeReader, pod: Pod, *, detailed: bool = True) -> PodFacts:
     """For a pod already read: its Events and pull secrets when a container waits on an image
     (``detailed`` False: kubelet's messages only, no further reads)."""
-    waiting = waiting_on_pull(pod)
+    waiting = waiting_on_pull(pod.to_dict())
     if not waiting or not detailed:
         return PodFacts(pod, waiting, [], None, [])
     notes: list[str] = []
@@ -91,8 +91,7 @@ async def facts_of(reader: KubeReader, pod: Pod, *, detailed: bool = True) -> Po
 
 def _last_pull_error(events: list[Event], waiting: Waiting) -> str:
     """The newest ``Failed to pull image`` text for this container (the back-off hides it)."""
-    kind = "initContainers" if waiting.init else "containers"
-    path = f"spec.{kind}{{{waiting.container}}}"
+    path = waiting.field_path
     failed = [
         e
         for e in events
@@ -139,10 +138,10 @@ def _secret_verdict(secrets: SecretsCheck, image: ImageSecrets) -> tuple[str, st
     """Summary and remedy when the pod's pull secrets cannot work for the image."""
     broken = [s for s in secrets.problems if s.status in ("missing", "wrong_type", "undecodable")]
     if image.status == "no_match":
-        names = ", ".join(s.name for s in secrets.secrets if s.status == "ok")
+        names = ", ".join(secrets.usable) or "(a pull secret)"
         return (
             f"no entry of the pod's pull secrets matches {image.registry}: {image.detail}",
-            f"{image.fix} in Secret {names or '(a pull secret)'} in namespace {secrets.namespace}",
+            f"{image.fix} in Secret {names} in namespace {secrets.namespace}",
         )
     if image.status == "no_secrets" and broken:
         first = broken[0]

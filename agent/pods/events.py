@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from lightkube.resources.core_v1 import Event
 
+from agent.pods.waiting import field_path
+
 __all__ = ["History", "history"]
 
 _FAILURES = ("ErrImageNeverPull", "InspectFailed")
@@ -25,10 +27,6 @@ class History:
     first_seen: dt.datetime | None
     last_seen: dt.datetime | None
     from_backoffs: bool = False  # the pull failures expired; back-offs were counted
-
-
-def _field_path(container: str, init: bool) -> str:
-    return f"spec.{'initContainers' if init else 'containers'}{{{container}}}"
 
 
 def _is_failure(event: Event) -> bool:
@@ -56,7 +54,7 @@ def _count(event: Event) -> int:
 
 
 def history(events: list[Event], container: str, init: bool) -> History:
-    path = _field_path(container, init)
+    path = field_path(container, init)
     mine = [e for e in events if e.involvedObject.fieldPath == path]
     chosen = [e for e in mine if _is_failure(e)]
     backoffs = not chosen

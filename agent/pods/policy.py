@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 from agent.cri.types import ImageInfo
+from agent.pods._text import listing
 from agent.pods.waiting import Waiting
 from agent.reference import InvalidReference, Reference, parse
 
 __all__ = ["PolicyFinding", "check_policy"]
-
-_LIST_LIMIT = 8
 
 PolicyKind = Literal[
     "always_with_local_image",
@@ -43,11 +42,6 @@ class PolicyFinding:
     remedy: str
     nodes: tuple[str, ...] = ()  # nodes that hold the image (never_absent)
     tags: tuple[str, ...] = ()  # the repository's other tags on the node
-
-
-def _listing(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:_LIST_LIMIT])
-    return shown + (f" and {len(names) - _LIST_LIMIT} more" if len(names) > _LIST_LIMIT else "")
 
 
 def _held(reference: Reference, images: Sequence[ImageInfo]) -> tuple[bool, list[str]]:
@@ -105,7 +99,7 @@ def check_policy(
         )
     if not present and waiting.policy == "Never":
         holders = sorted(n for n, held in images.items() if n != node and _held(reference, held)[0])
-        where = f"nodes that have it: {_listing(holders)}" if holders else "no node has it"
+        where = f"nodes that have it: {listing(holders)}" if holders else "no node has it"
         found.append(
             PolicyFinding(
                 "never_absent",
@@ -120,7 +114,7 @@ def check_policy(
         found.append(
             PolicyFinding(
                 "tag_absent_other_tags",
-                f"node {node} holds {reference.name} as :{', :'.join(other_tags[:_LIST_LIMIT])}"
+                f"node {node} holds {reference.name} as {listing([f':{t}' for t in other_tags])}"
                 f" but not :{reference.tag or 'latest'}",
                 f"use one of the tags the node has, or load :{reference.tag or 'latest'} too",
                 tags=tuple(other_tags),

@@ -23,10 +23,12 @@ from lightkube.resources.core_v1 import Pod, Secret, ServiceAccount
 
 from agent.credentials import CredentialError, Keyring, KeyringMatch, loads_docker_config
 from agent.kube.client import KubeApiError
+from agent.pods._text import LIST_LIMIT, listing
 from agent.reference import InvalidReference, parse
 
 __all__ = [
     "DOCKER_SECRET_TYPES",
+    "MAX_SECRETS",
     "ImageSecrets",
     "SecretCheck",
     "SecretReader",
@@ -38,8 +40,7 @@ DOCKER_SECRET_TYPES = {
     "kubernetes.io/dockerconfigjson": ".dockerconfigjson",
     "kubernetes.io/dockercfg": ".dockercfg",
 }
-_MAX_SECRETS = 64  # pull secrets read for one pod (a pod listing more is cut, and says so)
-_LIST_LIMIT = 8
+MAX_SECRETS = 64  # pull secrets read for one pod (a pod listing more is cut, and says so)
 
 SecretStatus = Literal["ok", "missing", "forbidden", "wrong_type", "undecodable", "error"]
 
@@ -89,13 +90,18 @@ class SecretsCheck:
     def problems(self) -> tuple[SecretCheck, ...]:
         return tuple(s for s in self.secrets if s.status != "ok")
 
+    @property
+    def usable(self) -> tuple[str, ...]:
+        """The names of the secrets kubelet can use, in the pod's order."""
+        return tuple(s.name for s in self.secrets if s.status == "ok")
+
     def for_image(self, image: str) -> ImageSecrets:
         """Which entry of the usable secrets kubelet would send for ``image``, or why none."""
         try:
             reference = parse(image)
         except InvalidReference:
             return ImageSecrets(image, "", "invalid_image", (), "not a valid image reference", "")
-        if not any(s.status == "ok" for s in self.secrets):
+        if not self.usable:
             named = "names no pull secret" if not self.secrets else "has no usable pull secret"
             return ImageSecrets(
                 image,
@@ -114,14 +120,9 @@ class SecretsCheck:
             reference.domain,
             status,
             keys,
-            match.describe(_LIST_LIMIT),
+            match.describe(LIST_LIMIT),
             "" if keys else match.fix,
         )
-
-
-def _listing(names: list[str]) -> str:
-    shown = ", ".join(names[:_LIST_LIMIT])
-    return shown + (f" and {len(names) - _LIST_LIMIT} more" if len(names) > _LIST_LIMIT else "")
 
 
 def _check(secret: Secret, namespace: str, name: str) -> tuple[SecretCheck, Keyring | None]:
@@ -193,12 +194,12 @@ async def _service_account_notes(
         return []
     if not listed:
         return [
-            f'ServiceAccount "{account}" lists pull secrets {_listing(absent)}, but the pod '
+            f'ServiceAccount "{account}" lists pull secrets {listing(absent)}, but the pod '
             "carries none: the admission plugin copies them into a pod only when it is created, "
             "so recreate the pod (delete it; its controller makes a new one)"
         ]
     return [
-        f'ServiceAccount "{account}" also lists {_listing(absent)}, which this pod does not '
+        f'ServiceAccount "{account}" also lists {listing(absent)}, which this pod does not '
         "carry (a pod's own imagePullSecrets replace the ServiceAccount's at creation)"
     ]
 
@@ -211,9 +212,9 @@ async def pull_secrets(pod: Pod, reader: SecretReader) -> SecretsCheck:
     refs = (spec.imagePullSecrets if spec else None) or []
     names = list(dict.fromkeys(ref.name for ref in refs if ref.name))
     notes: list[str] = []
-    if len(names) > _MAX_SECRETS:
-        notes.append(f"the pod names {len(names)} pull secrets; the first {_MAX_SECRETS} checked")
-        names = names[:_MAX_SECRETS]
+    if len(names) > MAX_SECRETS:
+        notes.append(f"the pod names {len(names)} pull secrets; the first {MAX_SECRETS} checked")
+        names = names[:MAX_SECRETS]
     checks: list[SecretCheck] = []
     keyring = Keyring()
     for name in names:

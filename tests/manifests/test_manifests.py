@@ -187,6 +187,8 @@ def _source_docs() -> list[tuple[str, Doc]]:
 
 SOURCE_DOCS = _source_docs()
 COMPONENTS = sorted(p.name for p in (MANIFESTS / "components").iterdir() if p.is_dir())
+# components that change what other components add: each is built on the base after those
+COMPONENT_NEEDS = {"agent-tls-servicemonitor": ["prometheus-operator", "agent-tls"]}
 BUILDS = ["base", "overlays/example", *(f"components/{name}" for name in COMPONENTS)]
 
 
@@ -232,17 +234,24 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Doc]]:
     (root / "overlays" / "example" / "token").write_text(secrets.token_hex(32))
     targets = {"base": root / "base", "overlays/example": root / "overlays" / "example"}
     for name in COMPONENTS:
-        directory = root / "test-overlays" / name
-        directory.mkdir(parents=True)
-        kustomization = {
-            "apiVersion": "kustomize.config.k8s.io/v1beta1",
-            "kind": "Kustomization",
-            "resources": ["../../base"],
-            "components": [f"../../components/{name}"],
-        }
-        (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+        directory = _overlay(root, name, [*COMPONENT_NEEDS.get(name, []), name])
         targets[f"components/{name}"] = directory
     return {name: _kustomize(directory) for name, directory in targets.items()}
+
+
+def _overlay(root: Path, name: str, components: list[str]) -> Path:
+    """A throwaway overlay of the base under ``root`` (a copy of manifests/) with
+    ``components`` in that order."""
+    directory = root / "test-overlays" / name
+    directory.mkdir(parents=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": ["../../base"],
+        "components": [f"../../components/{c}" for c in components],
+    }
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return directory
 
 
 def _find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
@@ -362,6 +371,29 @@ _RELABEL = {
         "replacement": {"type": "string"},
     },
 }
+_SECRET_OR_CONFIGMAP = {
+    "type": "object",
+    "additionalProperties": False,
+    "maxProperties": 1,  # the operator refuses both at once
+    "properties": {"secret": _SECRET_KEY, "configMap": _SECRET_KEY},
+}
+# the operator's TLSConfig (SafeTLSConfig and the file forms)
+_TLS_CONFIG = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "ca": _SECRET_OR_CONFIGMAP,
+        "cert": _SECRET_OR_CONFIGMAP,
+        "keySecret": _SECRET_KEY,
+        "serverName": {"type": "string", "minLength": 1},
+        "insecureSkipVerify": {"type": "boolean"},
+        "caFile": {"type": "string"},
+        "certFile": {"type": "string"},
+        "keyFile": {"type": "string"},
+        "minVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]},
+        "maxVersion": {"enum": ["TLS10", "TLS11", "TLS12", "TLS13"]},
+    },
+}
 _ENDPOINT = {
     "type": "object",
     "additionalProperties": False,
@@ -379,6 +411,7 @@ _ENDPOINT = {
             "properties": {"type": {"type": "string"}, "credentials": _SECRET_KEY},
         },
         "bearerTokenSecret": _SECRET_KEY,
+        "tlsConfig": _TLS_CONFIG,
         "relabelings": {"type": "array", "items": _RELABEL},
         "metricRelabelings": {"type": "array", "items": _RELABEL},
     },
@@ -1313,6 +1346,79 @@ def test_service_monitors_scrape_with_the_token_and_label_the_node(
             ]
         else:
             assert not node_rules
+
+
+def _endpoint(docs: list[Doc], monitor: str) -> Doc:
+    [endpoint] = _one(docs, "ServiceMonitor", monitor)["spec"]["endpoints"]
+    return dict(endpoint)
+
+
+def test_agent_tls_with_prometheus_scrapes_the_agents_over_https(
+    builds: dict[str, list[Doc]],
+) -> None:
+    """components/agent-tls makes the agents serve HTTPS only; with prometheus-operator the
+    agents' ServiceMonitor must follow (components/agent-tls-servicemonitor): scheme https,
+    the CA of the agents' certificate, the name in it. Nothing else changes."""
+    docs = builds["components/agent-tls-servicemonitor"]
+    endpoint = _endpoint(docs, "pullcheck-agent")
+    tls = endpoint.pop("tlsConfig")
+    assert endpoint.pop("scheme") == "https"
+    plain = _endpoint(builds["components/prometheus-operator"], "pullcheck-agent")
+    assert plain.pop("scheme") == "http" and "tlsConfig" not in plain
+    assert endpoint == plain  # port, path, token, interval, the node label: as without TLS
+    agent_cert = _one(docs, "Certificate", "pullcheck-agent")["spec"]
+    agent_pod = _pod_spec(_agent(docs))
+    [agent] = agent_pod["containers"]
+    settings = _settings_of(docs, "agent")
+    assert settings.agent.tls is not None
+    served = _mounted_volume(agent_pod, agent, settings.agent.tls[0])["secret"]["secretName"]
+    assert tls == {
+        "ca": {"secret": {"name": agent_cert["secretName"], "key": "ca.crt"}},
+        "serverName": _settings_of(docs, "aggregator").aggregator.agent_tls.server_name,
+    }
+    assert served == agent_cert["secretName"] and tls["serverName"] in agent_cert["dnsNames"]
+    # the aggregator still serves plain HTTP (agent-tls is about the agents)
+    assert _endpoint(docs, "pullcheck-aggregator") == _endpoint(
+        builds["components/prometheus-operator"], "pullcheck-aggregator"
+    )
+
+
+@pytest.mark.parametrize(
+    ("components", "error"),
+    [
+        # prometheus-operator and agent-tls in either order, then the ServiceMonitor change
+        (["agent-tls", "prometheus-operator", "agent-tls-servicemonitor"], None),
+        # kustomize skips a patch whose target is not there yet: the component refuses instead
+        (["agent-tls", "agent-tls-servicemonitor", "prometheus-operator"], "nothing selected"),
+        (["agent-tls-servicemonitor", "agent-tls"], "nothing selected by ServiceMonitor"),
+        (["prometheus-operator", "agent-tls-servicemonitor", "agent-tls"], "[name=agent-tls]"),
+        (["prometheus-operator", "agent-tls-servicemonitor"], "missing for replacement source"),
+    ],
+)
+def test_agent_tls_servicemonitor_needs_both_components_first(
+    builds: dict[str, list[Doc]],
+    tmp_path: Path,
+    components: list[str],
+    error: str | None,
+) -> None:
+    root = tmp_path / "manifests"
+    shutil.copytree(MANIFESTS, root)
+    directory = _overlay(root, "order", components)
+    if error is None:
+        docs = _kustomize(directory)
+        assert _endpoint(docs, "pullcheck-agent") == _endpoint(
+            builds["components/agent-tls-servicemonitor"], "pullcheck-agent"
+        )
+        return
+    result = subprocess.run(
+        [_kubectl(), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode != 0 and not result.stdout
+    assert error in result.stderr, result.stderr
 
 
 def _rules(docs: list[Doc]) -> dict[str, Doc]:

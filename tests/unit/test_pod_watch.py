@@ -325,3 +325,62 @@ async def test_credentials_never_go_to_an_agent_over_plain_http(
     assert test.result is None and agents.tests == []
     assert "node node-1" in test.error and "over plain HTTP" in test.error
     assert "allow_plain_http_credentials" in test.error
+
+
+class GatedAgents(FakeAgents):
+    """FakeAgents whose tests wait at a gate, counting how many are in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.in_flight = self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            return await super().handle_async_request(request)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await self.gate.wait()
+            return await super().handle_async_request(request)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_pods_tests_are_one_per_image_and_bounded(api: FakeKubeApi, tmp_path: Path) -> None:
+    api.put(dockerconfigjson_secret("regcred", "shop", {REGISTRY: ("deploy", SECRET)}))
+    images = [f"{REGISTRY}/team/{name}:v1" for name in ("a", "b", "c", "d")]
+    failing = [(f"c{n}", images[i]) for n, i in enumerate((0, 0, 1, 2, 0, 3, 2))]
+    api.put(
+        pod(
+            "web-1",
+            "shop",
+            init_containers=[Container("setup", images[1], waiting="ErrImagePull", error="401")],
+            containers=[
+                Container(n, i, waiting="ImagePullBackOff", error="401") for n, i in failing
+            ],
+            pull_secrets=["regcred"],
+        )
+    )
+    agents = GatedAgents()
+    settings = _settings(tmp_path, api)
+    aggregator = settings.aggregator.model_copy(update={"max_in_flight": 2})
+    state = AggregatorState(
+        settings.model_copy(update={"aggregator": aggregator}), transport=agents
+    )
+    try:
+        task = asyncio.create_task(state.pods.test_pod("shop", "web-1"))
+        await _until(lambda: agents.in_flight == 2, "two tests under way")
+        for _ in range(50):  # room for a third to start, were the bound broken
+            await asyncio.sleep(0)
+        assert agents.in_flight == 2
+        agents.gate.set()
+        answer = await asyncio.wait_for(task, 15)
+    finally:
+        await state.close()
+    assert agents.peak == 2  # min(8, aggregator.max_in_flight)
+    assert sorted(image for _node, image in agents.tests) == images  # one test per image
+    assert [t.container for t in answer.tests] == ["setup", *(n for n, _i in failing)]
+    for test in answer.tests:
+        assert test.result is not None and test.result.success, test
+        assert test.result.image == test.image

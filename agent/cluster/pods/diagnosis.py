@@ -22,10 +22,8 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections import Counter as Tally
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final, Protocol
 
 import httpx2
@@ -36,13 +34,14 @@ from agent.cluster.pods.dedup import DedupKey, VerdictCache
 from agent.cluster.pods.metrics import PodMetrics
 from agent.cluster.pods.models import PodDiagnosis
 from agent.cluster.pods.pulltests import NodeTester
-from agent.cluster.pods.waiting import PodKey, node_of, pod_key, waiting_on_pull
+from agent.cluster.pods.tracking import ContainerKey, Entry, Tracked, Verdict, WorkKey
 from agent.kube.client import KubeApiError
 from agent.kube.events import EventRecorder, Involved
 from agent.kube.watch import Change, Listed, Synced
 from agent.models import PullTestResult
 from agent.node.runner import credential_fingerprint
-from agent.pods.secrets import SecretReader, SecretsCheck, pull_secrets
+from agent.pods.secrets import MAX_SECRETS, SecretReader, SecretsCheck, pull_secrets
+from agent.pods.waiting import PodKey, field_path, node_of, pod_key, waiting_on_pull
 from agent.reference import InvalidReference, parse
 from agent.service.config import PodDiagnosisSection
 from agent.service.logs import log_event
@@ -62,47 +61,6 @@ class PodReader(SecretReader, Protocol):
     """What the diagnosis reads (:class:`agent.kube.client.KubeReader` is one)."""
 
     async def get_pod(self, namespace: str, name: str) -> Pod: ...
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What a test found for one image on one node with one set of pull secrets."""
-
-    cause: str  # the engine's cause, "ok", or "error" (no test could run)
-    summary: str
-    remedy: str
-    registry: str
-
-    @property
-    def ok(self) -> bool:
-        return self.cause == "ok"
-
-    @property
-    def message(self) -> str:
-        """The Event's message: ``cause: summary — remedy``."""
-        text = f"{self.cause}: {self.summary}"
-        return f"{text} — {self.remedy}" if self.remedy else text
-
-
-_WorkKey = tuple[str, str, str, tuple[str, ...]]  # namespace, image, node, pull secret names
-
-
-@dataclass
-class _Tracked:
-    uid: str
-    image: str
-    node: str
-    reason: str
-    init: bool
-    work: _WorkKey
-    first_seen: dt.datetime
-    last_seen: dt.datetime
-    verdict: Verdict | None = None
-    published: str = ""  # the message of the last Event written
-    published_at: float = 0.0  # monotonic
-
-
-_Container = tuple[str, str, str]  # namespace, pod, container
 
 
 class PodDiagnoser:
@@ -126,8 +84,8 @@ class PodDiagnoser:
         self._clock = clock
         self._cache: VerdictCache[Verdict] = VerdictCache(section.dedup_ttl)
         self._limiter = RateLimiter(section.tests_per_minute, section.max_concurrent_tests)
-        self._tracked: OrderedDict[_Container, _Tracked] = OrderedDict()
-        self._pending: OrderedDict[_WorkKey, None] = OrderedDict()
+        self._tracked = Tracked()
+        self._pending: OrderedDict[WorkKey, None] = OrderedDict()
         self._wake = asyncio.Event()
         # per watched namespace (None: all), the tracked pods a re-list has shown so far
         self._listing: dict[str | None, set[PodKey]] = {}
@@ -146,17 +104,13 @@ class PodDiagnoser:
                     seen.add(key)
         elif isinstance(item, Synced):
             seen = self._listing.pop(namespace, set())
-            for container in [
-                c
-                for c in self._tracked
-                if (namespace is None or c[0] == namespace) and PodKey(c[0], c[1]) not in seen
-            ]:
-                self._drop(container)
+            for gone in self._tracked.pods(namespace):
+                if gone not in seen:
+                    self._drop_pod(gone)
         elif item.type == "DELETED":
             key = pod_key(item.object)
             if key is not None:
-                for container in self._containers_of(key):
-                    self._drop(container)
+                self._drop_pod(key)
         else:
             self._observe(item.object)
         self._update_gauge()
@@ -168,9 +122,9 @@ class PodDiagnoser:
             return None
         waiting = waiting_on_pull(pod)
         current = {w.container for w in waiting}
-        for container in self._containers_of(key):
+        for container in self._tracked.of_pod(key):
             if container[2] not in current:
-                self._drop(container)  # pulling fine now (or gone from the spec)
+                self._tracked.drop(container)  # pulling fine now (or gone from the spec)
         if not waiting:
             return None
         metadata = pod.get("metadata")
@@ -183,26 +137,23 @@ class PodDiagnoser:
             work = (key.namespace, item.image, node, secrets)
             entry = self._tracked.get(container)
             if entry is None or (entry.uid, entry.image, entry.node) != (uid, item.image, node):
-                entry = _Tracked(uid, item.image, node, item.reason, item.init, work, now, now)
-                self._tracked[container] = entry
+                entry = Entry(uid, item.image, node, item.reason, item.init, work, now, now)
+                self._tracked.put(container, entry)
                 self._enqueue(work)
             else:
                 retried = item.reason == "ErrImagePull" and entry.reason != "ErrImagePull"
-                entry.reason, entry.last_seen, entry.work = item.reason, now, work
-                self._tracked.move_to_end(container)
+                entry.reason, entry.last_seen = item.reason, now
+                self._tracked.seen(container, work)
                 if retried or entry.verdict is None:
                     self._enqueue(work)  # kubelet pulled again: is the verdict still right?
-        while len(self._tracked) > self._section.max_tracked:
-            self._drop(next(iter(self._tracked)))
+        self._tracked.evict(self._section.max_tracked)
         return key
 
-    def _containers_of(self, key: PodKey) -> list[_Container]:
-        return [c for c in self._tracked if c[0] == key.namespace and c[1] == key.name]
+    def _drop_pod(self, key: PodKey) -> None:
+        for container in self._tracked.of_pod(key):
+            self._tracked.drop(container)
 
-    def _drop(self, container: _Container) -> None:
-        self._tracked.pop(container, None)
-
-    def _enqueue(self, work: _WorkKey) -> None:
+    def _enqueue(self, work: WorkKey) -> None:
         if work in self._pending:
             return
         if len(self._pending) >= self._section.max_pending:
@@ -212,8 +163,7 @@ class PodDiagnoser:
         self._wake.set()
 
     def _update_gauge(self) -> None:
-        counts = Tally(e.verdict.cause if e.verdict else "pending" for e in self._tracked.values())
-        self._metrics.set_failing(dict(counts))
+        self._metrics.set_failing(self._tracked.causes())
 
     # --- what GET /v1/pods shows ----------------------------------------------------------
 
@@ -226,7 +176,7 @@ class PodDiagnoser:
                 image=entry.image,
                 node=entry.node,
                 reason=entry.reason,
-                cause=entry.verdict.cause if entry.verdict else "pending",
+                cause=entry.cause,
                 summary=entry.verdict.summary if entry.verdict else "",
                 remedy=entry.verdict.remedy if entry.verdict else "",
                 first_seen=entry.first_seen,
@@ -265,7 +215,7 @@ class PodDiagnoser:
             except Exception:  # a bug must not stop the diagnosis; the work is dropped
                 log.exception("pod diagnosis failed")
 
-    async def settle(self, work: _WorkKey) -> None:
+    async def settle(self, work: WorkKey) -> None:
         """Test one piece of work (through the cache) and publish its verdict."""
         _namespace, image, node, _secrets = work
         try:
@@ -287,17 +237,15 @@ class PodDiagnoser:
             self._cache.forget(key)  # pullcheck's own trouble, not the pull's: try again later
         await self._apply(work, verdict)
 
-    async def _one_pod(self, work: _WorkKey) -> Pod | None:
+    async def _one_pod(self, work: WorkKey) -> Pod | None:
         """One still existing pod of ``work`` as the API has it now (None: all are gone)."""
-        for container, entry in list(self._tracked.items()):
-            if entry.work != work:
-                continue
+        for container in self._tracked.of_work(work):
             try:
                 return await self._reader.get_pod(work[0], container[1])
             except KubeApiError as exc:
                 if exc.kind != "not_found":
                     raise
-                self._drop(container)
+                self._drop_pod(PodKey(container[0], container[1]))
         return None
 
     async def _test(self, node: str, image: str, secrets: SecretsCheck) -> Verdict:
@@ -308,12 +256,13 @@ class PodDiagnoser:
             return _error(image, outcome, "")
         return _verdict(outcome, secrets)
 
-    async def _apply(self, work: _WorkKey, verdict: Verdict) -> None:
+    async def _apply(self, work: WorkKey, verdict: Verdict) -> None:
         now = time.monotonic()
-        for container, entry in list(self._tracked.items()):
-            if entry.work != work:
-                continue
-            entry.verdict = verdict
+        for container in self._tracked.of_work(work):
+            current = self._tracked.get(container)
+            if current is None or current.work != work:
+                continue  # dropped or changed while an earlier container's Event was written
+            entry = self._tracked.judge(container, verdict)
             due = (
                 verdict.message != entry.published
                 or now - entry.published_at >= self._section.dedup_ttl
@@ -322,12 +271,13 @@ class PodDiagnoser:
                 entry.published, entry.published_at = verdict.message, now
         self._update_gauge()
 
-    async def _publish(self, container: _Container, entry: _Tracked, verdict: Verdict) -> bool:
+    async def _publish(self, container: ContainerKey, entry: Entry, verdict: Verdict) -> bool:
         if self._recorder is None:
             return True
         namespace, pod, name = container
-        field = "initContainers" if entry.init else "containers"
-        involved = Involved("Pod", namespace, pod, entry.uid, field_path=f"spec.{field}{{{name}}}")
+        involved = Involved(
+            "Pod", namespace, pod, entry.uid, field_path=field_path(name, entry.init)
+        )
         try:
             result = await self._recorder.record(
                 involved,
@@ -356,7 +306,7 @@ def _secret_names(pod: dict[str, object]) -> tuple[str, ...]:
     refs = spec.get("imagePullSecrets") if isinstance(spec, dict) else None
     if not isinstance(refs, list):
         return ()
-    names = [r.get("name") for r in refs[:64] if isinstance(r, dict)]
+    names = [r.get("name") for r in refs[:MAX_SECRETS] if isinstance(r, dict)]
     return tuple(n for n in names if isinstance(n, str))
 
 
@@ -392,7 +342,7 @@ def _verdict(result: PullTestResult, secrets: SecretsCheck) -> Verdict:
     summary, remedy = result.summary, result.remedy
     matched = secrets.for_image(result.image)
     if matched.status == "no_match" and cause in _SECRET_CAUSES:
-        names = ", ".join(s.name for s in secrets.secrets if s.status == "ok")
+        names = ", ".join(secrets.usable)
         summary = (
             f"{summary}; the pod's pull secrets ({names}) have no entry for {matched.registry}"
         )

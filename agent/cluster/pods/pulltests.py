@@ -27,7 +27,7 @@ from agent.node.models import PullTestBody
 from agent.redaction import redact_text
 from agent.reference import InvalidReference, parse
 
-__all__ = ["NodeTester", "keyring_body"]
+__all__ = ["NodeTester", "container_test", "keyring_body"]
 
 _NODE_GRACE: Final = 5.0  # seconds a node may take beyond the test's own timeout
 _ERROR_LIMIT: Final = 500
@@ -99,10 +99,9 @@ class NodeTester:
             return redact_text(f"{entry.summary} — {entry.remedy}")[:_ERROR_LIMIT]
         return answer
 
-    async def container(
-        self, node: str, container: str, image: str, keyring: Keyring | None
-    ) -> ContainerPullTest:
-        outcome = await self.run(node, image, keyring)
-        if isinstance(outcome, str):
-            return ContainerPullTest(container=container, image=image, error=outcome)
-        return ContainerPullTest(container=container, image=image, result=outcome)
+
+def container_test(container: str, image: str, outcome: PullTestResult | str) -> ContainerPullTest:
+    """One container's entry of a pod's tests: the result, or why there is none."""
+    if isinstance(outcome, str):
+        return ContainerPullTest(container=container, image=image, error=outcome)
+    return ContainerPullTest(container=container, image=image, result=outcome)

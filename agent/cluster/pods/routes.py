@@ -9,7 +9,6 @@ replica; a follower answers ``leading: false`` and an empty list).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Final
 
 from fastapi import Path, Query
@@ -18,13 +17,12 @@ from agent.cluster.discovery import DiscoveryError
 from agent.cluster.pods.models import PodDiagnoses, PodPullTests
 from agent.cluster.routes._state import State
 from agent.kube.client import KubeApiError
+from agent.kube.names import NAMESPACE, OBJECT_NAME
 from agent.service.dependencies import protected_router
 from agent.service.errors import ApiError, ErrorAnswer
 
 __all__ = ["router"]
 
-_NAMESPACE: Final = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _KUBE_STATUS: Final = {"not_found": 404, "forbidden": 502, "unauthorized": 502}
 
 router = protected_router(
@@ -48,9 +46,9 @@ Name = Annotated[str, Path(max_length=253, description="the pod's name")]
 @router.post("/v1/pods/{namespace}/{name}/pulltest", response_model=PodPullTests)
 async def pod_pulltest(state: State, namespace: Namespace, name: Name) -> PodPullTests:
     """Test the pod's failing images on its node with its own pull secrets."""
-    if not _NAMESPACE.match(namespace):
+    if not NAMESPACE.match(namespace):
         raise ApiError(400, "bad_request", "namespace: not a namespace name (a DNS label)")
-    if not _NAME.match(name):
+    if not OBJECT_NAME.match(name):
         raise ApiError(400, "bad_request", "name: not a pod name (a DNS subdomain)")
     if state.settings.read_only:
         raise ApiError(403, "read_only", "pullcheck is read-only here: a pod's test pulls")
@@ -74,7 +72,7 @@ async def pod_diagnoses(
     namespace: Annotated[str | None, Query(max_length=63, description="only this one")] = None,
 ) -> PodDiagnoses:
     """Containers failing to pull that the automatic diagnosis tracks, with its verdicts."""
-    if namespace is not None and not _NAMESPACE.match(namespace):
+    if namespace is not None and not NAMESPACE.match(namespace):
         raise ApiError(400, "bad_request", "namespace: not a namespace name (a DNS label)")
     diagnoser = state.pods.diagnoser
     return PodDiagnoses(

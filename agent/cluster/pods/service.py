@@ -24,14 +24,16 @@ from agent.cluster.client import AgentClient
 from agent.cluster.discovery import AgentTarget, kube_client
 from agent.cluster.pods.diagnosis import PodDiagnoser
 from agent.cluster.pods.metrics import PodMetrics
-from agent.cluster.pods.models import PodPullTests
-from agent.cluster.pods.pulltests import NodeTester, Targets
-from agent.cluster.pods.waiting import node_of, waiting_on_pull
+from agent.cluster.pods.models import ContainerPullTest, PodPullTests
+from agent.cluster.pods.pulltests import NodeTester, Targets, container_test
+from agent.credentials import Keyring
 from agent.kube.client import KubeReader
 from agent.kube.config import KubeTarget
 from agent.kube.events import EventRecorder
 from agent.kube.watch import Reflector, http_client, resource_path
+from agent.models import PullTestResult
 from agent.pods.secrets import pull_secrets
+from agent.pods.waiting import node_of, waiting_on_pull
 from agent.service.config import Settings
 
 __all__ = ["COMPONENT", "PodService"]
@@ -40,6 +42,8 @@ log = logging.getLogger("pullcheck.aggregator.pods")
 
 #: the Events' source and reportingComponent
 COMPONENT: Final = "pullcheck-aggregator"
+#: pull tests of one pod's images at once (fewer when aggregator.max_in_flight is lower)
+POD_TESTS_AT_ONCE: Final = 8
 
 
 class PodService:
@@ -102,7 +106,8 @@ class PodService:
 
     async def test_pod(self, namespace: str, name: str) -> PodPullTests:
         """Every container of the pod waiting on a pull, tested on its node with its pull
-        secrets (read here, used for these tests only). Raises ``KubeApiError``."""
+        secrets (read here, used for these tests only): one test per distinct image, at most
+        :data:`POD_TESTS_AT_ONCE` at a time. Raises ``KubeApiError``."""
         reader = self.reader()
         pod = await reader.get_pod(namespace, name)
         raw = pod.to_dict()
@@ -110,11 +115,20 @@ class PodService:
         waiting = waiting_on_pull(raw)
         secrets = await pull_secrets(pod, reader) if waiting else None
         keyring = secrets.keyring if secrets is not None else None
-        tests = await asyncio.gather(
-            *(self.tester.container(node, w.container, w.image, keyring) for w in waiting)
-        )
+        slots = asyncio.Semaphore(min(POD_TESTS_AT_ONCE, self.settings.aggregator.max_in_flight))
+
+        async def test(image: str, keyring: Keyring | None) -> PullTestResult | str:
+            async with slots:
+                return await self.tester.run(node, image, keyring)
+
+        images = list(dict.fromkeys(w.image for w in waiting))  # the same image: one test
+        found = await asyncio.gather(*(test(image, keyring) for image in images))
+        outcomes = dict(zip(images, found, strict=True))
         del keyring, secrets
-        return PodPullTests(namespace=namespace, pod=name, node=node, tests=list(tests))
+        tests: list[ContainerPullTest] = [
+            container_test(w.container, w.image, outcomes[w.image]) for w in waiting
+        ]
+        return PodPullTests(namespace=namespace, pod=name, node=node, tests=tests)
 
     # --- automatic diagnosis (leader only) ------------------------------------------------
 
