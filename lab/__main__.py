@@ -1,4 +1,4 @@
-"""``python -m lab up [--nodes N]|down|status|env|verify [--dir DIR]``."""
+"""``python -m lab [--dir DIR] up [--nodes N]|down|status|env|verify|nodes|fault|scenario``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from pathlib import Path
 from lab.control import down, health, host_summary, up
 from lab.errors import LabError
 from lab.info import DEFAULT_DIR, LabInfo
+from lab.nodefaults import KINDS, clear, set_fault
+from lab.nodes import nodes_table
+from lab.runtimes import RUNTIMES
+from lab.scenario import apply, load
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +34,22 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         metavar="N",
-        help="also run extra containerd nodes node-1..node-N (added to a running lab)",
+        help="also run nodes node-1..node-N, each in its own namespaces with its own containerd "
+        "and agent (added to a running lab)",
     )
+    up_parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=None,
+        help="containerd of the nodes started now (default 1.6; 1.7 and 2 are fetched once)",
+    )
+    sub.add_parser("nodes", help="list the nodes: address, runtime, faults, agent")
+    fault = sub.add_parser("fault", help="switch a node's fault on or off")
+    fault.add_argument("node", help="node-<i>")
+    fault.add_argument("kind", choices=[*KINDS, "clear"], help="the fault (clear: all off)")
+    fault.add_argument("switch", nargs="?", choices=["on", "off"], default="on")
+    scenario = sub.add_parser("scenario", help="apply a scenario file (TOML, see lab/scenario.py)")
+    scenario.add_argument("file", type=Path)
     sub.add_parser("down", help="stop everything and unmount")
     sub.add_parser("status", help="exit 0 if the lab is healthy")
     sub.add_parser("env", help="print `export K=V` lines pointing pullcheck at the lab")
@@ -50,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             if args.nodes < 0:
                 parser.error("--nodes must be >= 0")
-            info = up(args.dir, nodes=args.nodes)
+            info = up(args.dir, nodes=args.nodes, agents=True, runtime=args.runtime)
             if not args.quiet:
                 print(host_summary(info))
             took = time.monotonic() - t
@@ -69,6 +87,18 @@ def main(argv: list[str] | None = None) -> int:
             info = LabInfo.load(args.dir)
             for key, value in info.env().items():
                 print(f"export {key}={shlex.quote(value)}")
+        elif args.command == "nodes":
+            print(nodes_table(LabInfo.load(args.dir)))
+        elif args.command == "fault":
+            if args.kind == "clear":
+                clear(args.dir, args.node)
+                print(f"{args.node}: no faults")
+            else:
+                active = set_fault(args.dir, args.node, args.kind, args.switch == "on")
+                print(f"{args.node}: faults {', '.join(active) or 'none'}")
+        elif args.command == "scenario":
+            apply(args.dir, load(args.file))
+            print(nodes_table(LabInfo.load(args.dir)))
         elif args.command == "verify":
             from lab.verify import run
 

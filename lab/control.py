@@ -59,24 +59,31 @@ READY_BUDGET = 30.0  # seconds for all daemons together to answer
 # --------------------------------------------------------------------------- public API
 
 
-def up(directory: Path = DEFAULT_DIR, nodes: int = 0) -> LabInfo:
+def up(
+    directory: Path = DEFAULT_DIR,
+    nodes: int = 0,
+    *,
+    agents: bool = False,
+    runtime: str | None = None,
+) -> LabInfo:
     """Start the lab in ``directory`` (or return the healthy one already running there).
 
-    ``nodes``: make sure at least node-1..node-``nodes`` (extra containerd instances, see
-    ``lab.nodes``) run too; nodes already running are kept, dead ones restarted on their own
-    (without restarting the rest of the lab).
+    ``nodes``: make sure at least node-1..node-``nodes`` (hosts in their own namespaces with
+    their own containerd, see ``lab.nodes``) run too; nodes already running are kept, dead ones
+    restarted on their own (without restarting the rest of the lab). ``agents``: each node also
+    runs its agent; ``runtime``: containerd of the nodes started now ("1.6", "1.7", "2").
     """
     paths = Paths(_absolute(directory))
     _require_root()
     with _locked(paths):
         if _healthy_core(paths) is None:
             log.info("lab already running in %s", paths.dir)
-            return _nodes(paths, _add_big(paths, LabInfo.load(paths.dir)), nodes)
+            return _nodes(paths, _add_big(paths, LabInfo.load(paths.dir)), nodes, agents, runtime)
         _preflight(paths)
         _teardown(paths)
         started = time.monotonic()
         try:
-            info = _nodes(paths, _start(paths), nodes)
+            info = _nodes(paths, _start(paths), nodes, agents, runtime)
         except BaseException:
             log.info("start failed; cleaning up")
             with contextlib.suppress(LabError):
@@ -118,11 +125,11 @@ _record_pid = state.record_pid
 _mounts_under = state.mounts_under
 
 
-def _nodes(paths: Paths, info: LabInfo, count: int) -> LabInfo:
+def _nodes(paths: Paths, info: LabInfo, count: int, agents: bool, runtime: str | None) -> LabInfo:
     """Start missing nodes up to ``count`` and restart dead recorded ones (lock held)."""
-    if set(nodes.node_names(count)) <= set(info.nodes) and not nodes.problems(paths, info):
+    if not count and not info.node_pids:
         return info
-    return nodes.ensure_locked(paths, info, count)
+    return nodes.ensure_locked(paths, info, count, agents=agents, runtime=runtime)
 
 
 def _unmount_all(paths: Paths) -> None:
@@ -154,6 +161,7 @@ def _teardown(paths: Paths) -> None:
         survivors = [n for n, p in pids.items() if services.owned(p, paths.dir)]
         if survivors:
             raise LabError(f"lab processes still running after SIGKILL: {survivors}")
+    nodes.teardown(paths)
     _unmount_all(paths)
     for f in (paths.lab_json, paths.pids_json):
         f.unlink(missing_ok=True)
@@ -462,6 +470,7 @@ def host_summary(info: LabInfo) -> str:
         f"CA           {info.ca_file}",
         f"credentials  {info.username} / {info.password}",
         *[f"node         {k:<8} {v}" for k, v in info.nodes.items()],
+        *[f"agent        {k:<8} {v}" for k, v in nodes.agent_urls(info).items()],
         "registries:",
         *[f"  {k:<13} {v}" for k, v in info.registries.items()],
         "images:",

@@ -124,9 +124,9 @@ class Result:
         return code_ok and self.case.expect in self.message
 
 
-def _fill(directory: Path) -> Path:
+def fill(directory: Path, name: str = "pullcheck-lab-filler.bin") -> Path:
     """Fill the tmpfs under ``directory`` (leaving a few KiB) and return the filler file."""
-    filler = directory / "pullcheck-lab-filler.bin"
+    filler = directory / name
     chunk = b"\0" * (1 << 20)
     with filler.open("wb") as f:
         try:
@@ -151,7 +151,7 @@ def run_case(info: LabInfo, case: Case, timeout: float = 90.0) -> Result:
         username, password = info.username, "not-the-password"
     with contextlib.suppress(grpc.RpcError):
         cri.remove(info.endpoint, ref)
-    filler: Path | None = _fill(Path(info.content_dir)) if case.fill_disk else None
+    filler: Path | None = fill(Path(info.content_dir)) if case.fill_disk else None
     started = time.monotonic()
     try:
         image_id = cri.pull(info.endpoint, ref, username, password, timeout=timeout)

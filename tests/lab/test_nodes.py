@@ -1,8 +1,8 @@
-"""Extra lab nodes (``lab.nodes``): more containerd instances, each with its own CRI socket.
+"""Lab nodes (``lab.nodes``): hosts in their own namespaces, each with its own containerd.
 
-The shared lab is only ever given nodes here (never stopped): other sessions use it concurrently.
-Stopping, killing and ``down`` are exercised on a throwaway lab directory that runs nothing but
-nodes (they need no ports, so it does not collide with the running lab).
+The shared lab is only ever given nodes here (never stopped as a whole): other sessions use it
+(one at a time, through the lab lock). ``down`` is exercised on a whole second lab in a private
+network + mount namespace, which has its own bridge and cannot disturb the shared one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -79,12 +78,12 @@ def test_nodes_answer_cri_and_pull(lab: LabInfo) -> None:
 
 
 def test_node_failures_are_real_lab_failures(lab: LabInfo) -> None:
-    """Same hosts.toml and resolver as the main containerd: faults look the same from a node."""
+    """A node resolves through the bridge resolver and has the lab's hosts.toml tree."""
     endpoint = nodes.ensure_nodes(lab, 1)["node-1"]
     with pytest.raises(grpc.RpcError) as err:
         cri.pull(endpoint, lab.images["nxdomain"], timeout=60)
     assert (
-        "lookup nxdomain.pullcheck.test on 127.0.53.1:53: no such host"
+        "lookup nxdomain.pullcheck.test on 10.99.0.1:53: no such host"
         in cri.error_text(err.value)[1]
     )
     with pytest.raises(grpc.RpcError) as err:
@@ -96,11 +95,14 @@ def test_node_failures_are_real_lab_failures(lab: LabInfo) -> None:
 
 def test_nodes_have_own_tmpfs(lab: LabInfo) -> None:
     nodes.ensure_nodes(lab, 1)
+    holder = nodes.holder_pid(Paths(Path(lab.dir)), "node-1")
+    assert holder is not None
     root = Path(lab.dir) / "nodes" / "node-1" / "root"
-    assert state.is_mounted(root)
-    st = os.statvfs(root)
+    assert not state.is_mounted(root)  # mounted inside the node only
+    inside = Path(f"/proc/{holder}/root{root}")
+    st = os.statvfs(inside)
     assert st.f_blocks * st.f_frsize == 256 * 1024 * 1024
-    assert root.stat().st_dev != Path(lab.content_dir).stat().st_dev
+    assert inside.stat().st_dev != Path(lab.content_dir).stat().st_dev
 
 
 def test_ensure_nodes_is_idempotent_and_fast(lab: LabInfo) -> None:
@@ -145,36 +147,12 @@ def test_lab_json_without_nodes_is_the_old_format(lab: LabInfo, tmp_path: Path) 
     assert LabInfo.load(tmp_path) == old
 
 
-# --------------------------------------------------------------------------- on a throwaway lab
-
-
-@pytest.fixture
-def node_only_lab(lab: LabInfo) -> Iterator[LabInfo]:
-    """A lab directory that runs only extra nodes (using the shared lab's resolver and CA)."""
-    directory = Path(tempfile.mkdtemp(prefix="plab-", dir="/var/tmp"))  # short: unix sockets
-    paths = Paths(directory)
-    paths.marker.write_text("throwaway lab for tests/lab/test_nodes.py\n")
-    services.write_resolv_conf(paths)
-    shutil.copytree(lab.registry_config_path, paths.certs_d)
-    info = dataclasses.replace(
-        lab, dir=str(directory), registry_config_path=str(paths.certs_d), pids={}
-    )
-    info.nodes, info.node_pids = {}, {}
-    info.save()
-    try:
-        yield info
-    finally:
-        control.down(directory)
-        if not state.mounts_under(directory):
-            shutil.rmtree(directory)
-
-
-def test_dead_node_is_reported_and_restarted(node_only_lab: LabInfo) -> None:
-    lab = node_only_lab
+def test_dead_node_is_reported_and_restarted(lab: LabInfo) -> None:
     paths = Paths(Path(lab.dir))
     nodes.ensure_nodes(lab, 2)
     assert nodes.problems(paths, lab) == {}
     victim = lab.node_pids["node-2"]
+    holder = nodes.holder_pid(paths, "node-2")
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 5
     while services.alive(victim) and time.monotonic() < deadline:
@@ -183,33 +161,9 @@ def test_dead_node_is_reported_and_restarted(node_only_lab: LabInfo) -> None:
     endpoints = nodes.ensure_nodes(lab, 1)  # restarts every recorded node that died
     assert list(endpoints) == ["node-1"]
     assert lab.node_pids["node-2"] != victim
+    assert nodes.holder_pid(paths, "node-2") == holder  # only containerd was restarted
     assert nodes.problems(paths, lab) == {}
     assert cri.version(lab.nodes["node-2"]).runtime_name == "containerd"
-
-
-def test_down_stops_nodes(node_only_lab: LabInfo) -> None:
-    lab = node_only_lab
-    directory = Path(lab.dir)
-    started = time.monotonic()
-    endpoints = nodes.ensure_nodes(lab, 3)
-    start_seconds = time.monotonic() - started
-    pids = dict(lab.node_pids)
-    assert len(pids) == 3
-    assert all(services.owned(p, directory) for p in pids.values())
-    roots = [directory / "nodes" / n / "root" for n in endpoints]
-    assert all(state.is_mounted(r) for r in roots)
-    rss = sum(_rss_kib(p) for p in pids.values()) / len(pids) / 1024
-    print(f"3 nodes ready in {start_seconds:.2f}s, {rss:.0f} MiB RSS each")
-
-    control.down(directory)
-
-    assert not any(services.alive(p) for p in pids.values())
-    assert state.mounts_under(directory) == []
-    assert not (directory / "lab.json").exists()
-    for endpoint in endpoints.values():
-        with pytest.raises(grpc.RpcError):
-            cri.version(endpoint, timeout=1)
-    control.down(directory)  # safe to repeat
 
 
 def test_ensure_nodes_needs_a_lab(tmp_path: Path) -> None:
@@ -224,12 +178,16 @@ def test_ensure_nodes_needs_a_lab(tmp_path: Path) -> None:
 _ISOLATED = """
 import json, sys
 from pathlib import Path
-from lab import access, control, cri, services, state
+from lab import access, control, cri, netns, services, state
+from lab.layout import Paths
 
 d = Path(sys.argv[1])
 out = {}
 try:
-    info = control.up(d, nodes=2)
+    info = control.up(d, nodes=2, agents=True)
+    out["bridge"] = "pclab0" in netns.links()
+    recorded = state.recorded_pids(Paths(d))
+    out["holders"] = [p for n, p in recorded.items() if n.startswith("holder-")]
     out["nodes"] = info.nodes
     out["node_pids"] = info.node_pids
     out["status"] = control.status(d)
@@ -242,6 +200,8 @@ finally:
     control.down(d)
     out["alive_after_down"] = [p for p in out.get("node_pids", {}).values() if services.alive(p)]
     out["mounts_after_down"] = state.mounts_under(d)
+    out["bridge_after_down"] = "pclab0" in netns.links()
+    out["veths_after_down"] = [n for n in netns.links() if n.startswith("pclv")]
 print(json.dumps(out))
 """
 
@@ -278,6 +238,9 @@ def test_up_nodes_and_down_in_a_private_network_namespace() -> None:
         assert out["heads"] == 2  # one resolve per node
         assert out["alive_after_down"] == []
         assert out["mounts_after_down"] == []
+        assert out["bridge"] is True and len(out["holders"]) == 2
+        assert out["bridge_after_down"] is False and out["veths_after_down"] == []
+        assert not any(services.alive(p) for p in out["holders"])
     finally:
         for pid in _pids_mentioning(directory):  # only if the script died before its down()
             with contextlib.suppress(ProcessLookupError):

@@ -1,0 +1,236 @@
+"""Nodes that differ: a lab cluster where each node fails its own way, seen through the aggregator.
+
+Ten lab nodes (``lab.nodes``: each in its own network and mount namespace, with its own
+containerd and its own agent on its own address) get one fault each (``lab.nodefaults``); one real
+aggregator finds their agents by DNS (the bridge resolver's headless-Service-style name), as in a
+cluster. The whole module runs once per containerd build (1.6, 1.7, 2.x: ``lab.runtimes``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab import nodefaults, nodes, runtimes, scenario
+from lab.info import LabInfo
+from lab.servers import TOKEN, Server, agent_config, merge, server
+
+pytestmark = pytest.mark.lab
+
+# node -> (fault, cause the aggregator must report for the TLS image; None = the pull works)
+PLAN: dict[str, tuple[str | None, str | None]] = {
+    "node-1": (None, None),
+    "node-2": ("dns-nxdomain", "dns_failure"),
+    "node-3": ("dns-servfail", "dns_failure"),
+    "node-4": ("dns-unreachable", "dns_failure"),
+    "node-5": ("registry-refused", "connection_refused"),
+    "node-6": ("registry-timeout", "timeout"),
+    "node-7": ("ca-missing", "tls_error"),
+    "node-8": ("disk-full", "disk_full"),
+    "node-9": ("proxy-refused", "connection_refused"),
+    "node-10": ("dead-mirror", None),
+}
+FAILING = {n for n, (_, cause) in PLAN.items() if cause}
+PULL_TIMEOUT = "30"
+
+
+@pytest.fixture(scope="module", params=runtimes.RUNTIMES, ids=lambda r: f"containerd-{r}")
+def cluster(
+    request: pytest.FixtureRequest, lab: LabInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[LabInfo, Server, Path]]:
+    """The planned nodes on one runtime, and an aggregator discovering their agents by DNS."""
+    runtime: str = request.param
+    plans = [scenario.NodePlan(n, runtime, (f,) if f else ()) for n, (f, _) in PLAN.items()]
+    scenario.apply(lab.dir, plans)
+    info = LabInfo.load(Path(lab.dir))
+    workdir = tmp_path_factory.mktemp(f"differ-{runtime}")
+    (workdir / "token").write_text(TOKEN + "\n")
+    jobs = workdir / "jobs.yaml"
+    jobs.write_text(yaml.safe_dump({"jobs": [_job(info)]}))
+    config = merge(
+        agent_config(info, workdir / "token", info.endpoint),
+        {
+            "aggregator": {
+                "node_timeout": 60,
+                "discovery": nodes.discovery_section(info),
+                "allow_plain_http_credentials": True,
+                "prepull": {"jobs_file": str(jobs), "poll_interval": 0.5, "tick": 0.5},
+            }
+        },
+    )
+    try:
+        with server("aggregator", config, workdir, name=f"agg-{runtime}") as agg:
+            _wait_discovered(agg, {nodes.agent_url(n).removeprefix("http://") for n in PLAN})
+            yield info, agg, workdir
+    finally:  # leave healthy 1.6 nodes behind for the other tests
+        scenario.apply(lab.dir, [scenario.NodePlan(n) for n in PLAN])
+
+
+def _job(info: LabInfo) -> dict[str, Any]:
+    return {
+        "name": "warm-tls",
+        "images": [info.images["tls"]],
+        "schedule": "0 3 1 1 *",  # far away: run on demand
+        "on_new_node": False,
+        "retries": {"attempts": 1, "initial": 0.5, "maximum": 1},
+        "pacing": {"max_parallel_nodes": 10, "per_registry": 10, "jitter": 0},
+    }
+
+
+def _wait_discovered(agg: Server, addresses: set[str]) -> None:
+    """DNS discovery knows no node names: the agents are listed by address until they answer."""
+    deadline = time.monotonic() + 30
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        reply = agg.client().get("/v1/agents")
+        if reply.status_code == 200:
+            seen = {a["url"].removeprefix("http://") for a in reply.json().get("agents", [])}
+            if addresses <= seen:
+                return
+        time.sleep(0.3)
+    raise AssertionError(
+        f"the aggregator's DNS discovery found {sorted(seen)}, want {sorted(addresses)}"
+    )
+
+
+def _pulltest(agg: Server, image: str) -> dict[str, Any]:
+    """A cluster-wide pull test (every node the lab runs: other tests may have added some)."""
+    query = {"image": image, "mode": "pull", "timeout": PULL_TIMEOUT}
+    reply = agg.client().get("/v1/pulltest", params=query)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def test_each_node_fails_its_own_way(cluster: tuple[LabInfo, Server, Path]) -> None:
+    info, agg, _ = cluster
+    body = _pulltest(agg, info.images["tls"])
+    by_node = {n["node"]: n for n in body["nodes"]}
+    assert set(by_node) >= set(PLAN)
+    assert all(by_node[n]["success"] for n in set(by_node) - set(PLAN))  # extra nodes are healthy
+    for name, (fault, cause) in PLAN.items():
+        entry = by_node[name]
+        assert entry["cause"] == cause, f"{name} ({fault}): {entry.get('summary')}"
+        assert entry["success"] is (cause is None)
+    summary = body["summary"]
+    assert summary["nodes"] == len(by_node) and summary["failed"] == len(FAILING)
+    want: dict[str, list[str]] = {}
+    for name, (_, cause) in PLAN.items():
+        if cause:
+            want.setdefault(cause, []).append(name)
+    assert {k: sorted(v) for k, v in summary["by_cause"].items()} == {
+        k: sorted(v) for k, v in want.items()
+    }
+    # the runtime's own words where the probes cannot see the fault (containerd's environment)
+    assert "proxyconnect tcp" in by_node["node-9"]["summary"]
+    assert "10.99.0.1:3128" in by_node["node-9"]["summary"]
+
+
+def test_connectivity_matrix_shows_who_cannot_reach_what(
+    cluster: tuple[LabInfo, Server, Path],
+) -> None:
+    info, agg, _ = cluster
+    matrix = agg.client().get("/v1/connectivity").json()
+    plain = f"http://{info.registries['plain']}/v2"
+    tls = f"https://{info.registries['tls']}/v2"
+    # (the lab may run more nodes than planned: other tests add some)
+    rows = {r["node"]: r for r in matrix["rows"] if r["node"] in PLAN}
+    assert set(rows) == set(PLAN) and all(r["reachable"] for r in rows.values())
+
+    def cause(node: str, url: str) -> str | None:
+        cell: dict[str, Any] = rows[node]["cells"][url]
+        return None if cell["success"] else cell["cause"]
+
+    for node in ("node-2", "node-3", "node-4"):
+        assert cause(node, plain) == cause(node, tls) == "dns_failure"
+    assert cause("node-5", plain) == cause("node-5", tls) == "connection_refused"
+    assert cause("node-6", plain) == cause("node-6", tls) == "timeout"
+    # the missing CA breaks TLS only; the proxy and the full disk are invisible to probes
+    assert cause("node-7", plain) is None and cause("node-7", tls) == "tls_error"
+    for node in ("node-1", "node-8", "node-9"):
+        assert cause(node, plain) is None and cause(node, tls) is None
+    mirror = f"http://{info.registries['refused']}/v2"
+    assert cause("node-10", mirror) == "connection_refused"
+    assert mirror not in rows["node-1"]["cells"]
+    failing = matrix["summary"]["failing"]
+    assert sorted(n for n in failing[tls] if n in PLAN) == sorted(
+        ["node-2", "node-3", "node-4", "node-5", "node-6", "node-7"]
+    )
+
+
+def test_prepull_job_skips_the_broken_nodes_with_their_causes(
+    cluster: tuple[LabInfo, Server, Path],
+) -> None:
+    info, agg, _ = cluster
+    for name in PLAN:  # the image absent everywhere, so every node really pulls
+        _remove(info, name, info.images["tls"])
+    before = _wait_job(agg, "warm-tls", settled=False)  # not running (a start-up run ended)
+    reply = agg.client().post("/v1/prepull/jobs/warm-tls/run")
+    assert reply.status_code in (200, 202), reply.text
+    body = _wait_job(agg, "warm-tls", after=before.get("last_started"))
+    # DNS discovery knows addresses only: a job's entry is labelled by the agent's address until
+    # the aggregator has learnt the node's name from one of its answers
+    name_of = {nodes.agent_url(n).removeprefix("http://"): n for n in PLAN} | {n: n for n in PLAN}
+    per_node = {name_of[n["node"]]: n for n in body["nodes"] if n["node"] in name_of}
+    assert set(per_node) == set(PLAN)
+    for name, (fault, cause) in PLAN.items():
+        entry = per_node[name]
+        if cause is None:
+            assert entry["phase"] == "done", f"{name}: {entry}"
+        else:
+            assert entry["phase"] == "failed", f"{name} ({fault}): {entry}"
+            assert entry["cause"] == cause, f"{name} ({fault}): {entry}"
+
+
+def test_a_cleared_fault_makes_the_node_pass(cluster: tuple[LabInfo, Server, Path]) -> None:
+    info, agg, _ = cluster
+    for name in ("node-2", "node-9"):  # a resolver fault, and one that restarts containerd
+        nodefaults.clear(info.dir, name)
+    try:
+        body = _pulltest(agg, info.images["tls"])
+        success = {n["node"]: n["success"] for n in body["nodes"]}
+        assert success["node-2"] is True and success["node-9"] is True
+        assert success["node-3"] is False  # the others keep failing
+        assert body["summary"]["failed"] == len(FAILING) - 2
+    finally:
+        for name in ("node-2", "node-9"):
+            nodefaults.set_fault(info.dir, name, PLAN[name][0] or "", True)
+
+
+def _remove(info: LabInfo, name: str, image: str) -> None:
+    from lab import cri
+
+    try:
+        cri.remove(info.nodes[name], image)
+    except Exception as e:  # absent already, or the node cannot answer (then the test says so)
+        if "not found" not in str(e).lower():
+            raise
+
+
+def _wait_job(
+    agg: Server, name: str, timeout: float = 120, *, settled: bool = True, after: str | None = None
+) -> dict[str, Any]:
+    """The job's status once it is not running (and, with ``settled``, every node finished a
+    run started after ``after``)."""
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        reply = agg.client().get(f"/v1/prepull/jobs/{name}")
+        if reply.status_code == 200:
+            body = reply.json()
+            if not body["running"] and not settled:
+                return body
+            if (
+                not body["running"]
+                and body["last_started"] != after
+                and body["nodes"]
+                and all(n["phase"] in ("done", "failed") for n in body["nodes"])
+            ):
+                return body
+        time.sleep(0.5)
+    raise AssertionError(f"job {name} did not settle: {body}")
