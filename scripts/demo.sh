@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=.venv/bin/python
+[ "${1:-}" != --keep ] || export PULLCHECK_KEEP_LAB=1 PULLCHECK_DEMO_KEEP=1  # leave the dashboard up
 keep_lab=${PULLCHECK_KEEP_LAB:-}
 $PY -m lab up
 [ -n "$keep_lab" ] || trap '$PY -m lab down' EXIT

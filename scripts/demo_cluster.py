@@ -7,6 +7,9 @@ and stops everything it started.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,6 +54,7 @@ def main() -> None:
             },
         )
         aggregator = stack.enter_context(server("aggregator", config, workdir))
+        print(f"\n# the dashboard: {aggregator.url}/ui/ (token in {workdir / 'token'})", flush=True)
         client = aggregator.client()
         token_file = str(workdir / "token")
 
@@ -72,6 +76,11 @@ def main() -> None:
         while client.get("/v1/prepull/jobs/warm-lab").json()["running"]:
             time.sleep(0.5)
         pullcheck("prepull", "job", "warm-lab")
+        if os.environ.get("PULLCHECK_DEMO_KEEP"):  # scripts/demo.sh --keep
+            print(f"\n# the dashboard stays at {aggregator.url}/ui/ (token in {workdir / 'token'})")
+            print("# Ctrl-C stops it; the lab keeps running (python -m lab down stops it)")
+            with contextlib.suppress(KeyboardInterrupt):
+                signal.pause()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(containerd runc docker-registry skopeo nginx-light dnsmasq-base nftables iproute2
-              openssl apache2-utils python3-venv)
+              openssl apache2-utils python3-venv
+              chromium fonts-liberation)  # the dashboard's browser tests and screenshots
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

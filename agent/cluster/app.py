@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from agent import __version__
 from agent.cluster.leader import while_leading
 from agent.cluster.pods import routes as pods
-from agent.cluster.routes import agents, connectivity, health, prepull, pulltest
+from agent.cluster.routes import agents, connectivity, health, prepull, pulltest, ui
 from agent.cluster.state import AggregatorState
 from agent.service.dependencies import install_service
 from agent.service.metrics import monitor_event_loop_lag
@@ -78,6 +78,6 @@ def create_aggregator_app(state: AggregatorState) -> FastAPI:
     )
     app.include_router(health.router)
     app.include_router(observability_router(rate_limit_schema=True))
-    for routes in (agents, pulltest, prepull, connectivity, pods):
+    for routes in (agents, pulltest, prepull, connectivity, pods, ui):
         app.include_router(routes.router)
     return install_service(app, state, state.settings.limits)
