@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(containerd runc docker-registry skopeo nginx-light dnsmasq-base nftables iproute2
               openssl apache2-utils python3-venv
-              chromium fonts-liberation)  # the dashboard's browser tests and screenshots
+              chromium fonts-liberation   # the dashboard's browser tests and screenshots
+              podman mmdebstrap)          # scripts/image.sh: the container image and its base
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

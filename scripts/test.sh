@@ -6,4 +6,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/mypy
 .venv/bin/python proto/generate.py --check
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+# the container image: built here and smoke-tested against the lab as the manifests run it
+exec bash scripts/image.sh
