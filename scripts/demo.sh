@@ -35,4 +35,5 @@ run pull "$(img foreign_platform)"
 run pull "$(img blob_gone)"
 run pull 'Plain.pullcheck.test:15000/Pullcheck/Good'
 run probe "$(img good)"
-echo; echo "# the cluster view: agents on three lab nodes, one aggregator"; .venv/bin/python scripts/demo_cluster.py
+echo; echo "# the cluster view: five lab nodes, two broken in different ways, one aggregator"
+.venv/bin/python scripts/demo_cluster.py

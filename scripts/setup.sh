@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(containerd runc docker-registry skopeo nginx-light dnsmasq-base nftables iproute2
               openssl apache2-utils python3-venv
               chromium fonts-liberation   # the dashboard's browser tests and screenshots
-              podman mmdebstrap)          # scripts/image.sh: the container image and its base
+              podman mmdebstrap           # scripts/image.sh: the container image and its base
+              prometheus)                 # promtool for the alert rules; the lab's Prometheus
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,11 +23,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian starts packaged daemons on install where it can; the lab runs its own, never these.
-for svc in containerd nginx docker-registry; do
+for svc in containerd nginx docker-registry prometheus; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
 done
+# The lab starts its own Prometheus on demand (lab/prometheus.py); the packaged one stays off.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet prometheus 2>/dev/null; then
+  systemctl disable --quiet prometheus 2>/dev/null || true
+fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
