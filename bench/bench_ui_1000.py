@@ -7,7 +7,9 @@ already in its sessionStorage, as after the prompt) opens ``/ui/`` and the figur
 the browser's own clock (``performance.now()``, from the navigation's start):
 
 ``shell_ms``   the page, its script and style loaded (DOMContentLoaded);
-``matrix_ms``  the node x endpoint matrix on screen: the aggregator's fan-out of
+``nodes_ms``   the node list on screen: every node from ``/v1/agents`` (the aggregator's cached
+               list, no fan-out), its first page of rows drawn, each cell "probing…";
+``matrix_ms``  the node x endpoint matrix filled: the aggregator's fan-out of
                ``/v1/connectivity`` to every agent included (one ``--delay`` at least), then its
                first page of rows drawn;
 ``render_ms``  of that, the page's own work: from the answer's last byte to the rows drawn;
@@ -58,6 +60,15 @@ def _round(browser: Browser, url: str, agents: int) -> dict[str, float]:
     drawn = page.evaluate(
         "() => performance.getEntriesByName('pullcheck:matrix-drawn').pop().startTime"
     )
+    # the node list, drawn before (no mark: the matrix came first, and the list with it)
+    listed = page.evaluate(
+        """() => {
+          const mark = performance.getEntriesByName('pullcheck:nodes-drawn').pop();
+          return mark ? {at: mark.startTime, nodes: mark.detail.nodes} : null;
+        }"""
+    )
+    if listed is not None and listed["nodes"] != agents:
+        raise SystemExit(f"the node list showed {listed['nodes']} of {agents} nodes")
     rows = page.locator("#matrix tbody tr").count()
     if rows < 25:
         raise SystemExit(f"the matrix shows {rows} rows")
@@ -74,6 +85,7 @@ def _round(browser: Browser, url: str, agents: int) -> dict[str, float]:
     context.close()
     return {
         "shell_ms": figures["shell"],
+        "nodes_ms": drawn if listed is None else listed["at"],
         "matrix_ms": drawn,
         "render_ms": drawn - figures["answered"],
         "stream_ms": done - start,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from lab.servers import TOKEN, Server
 from tests.browser.cluster import JOB, NODES, PAYLOAD, Cluster
@@ -96,6 +96,54 @@ def test_the_matrix_shows_each_nodes_real_cause_and_the_probes_on_selection(
     page.locator("#ov-sort").select_option("failing")
     first = page.locator("#matrix tbody tr").first.get_attribute("data-node")
     assert first in {"node-down", "node-slow"}  # a node that did not answer comes first
+
+
+def test_the_node_list_shows_at_once_and_its_cells_fill_when_the_matrix_comes(
+    watched: Watched, aggregator: Server, cluster: Cluster
+) -> None:
+    page = watched.page
+    held: list[Route] = []  # the page's /v1/connectivity calls, held until the test lets them go
+    page.route("**/v1/connectivity", lambda route: held.append(route))
+    sign_in(page, aggregator.url, TOKEN)
+    section = page.locator("#view-overview")
+    expect(section).to_have_attribute("data-state", "listed")  # from /v1/agents alone
+    rows = page.locator("#matrix tbody tr")
+    expect(rows).to_have_count(NODES + 2)
+    pending = page.locator("#matrix td.pending .cell")
+    expect(pending).to_have_count(NODES + 2)
+    expect(pending).to_have_text(["probing…"] * (NODES + 2))
+    expect(page.locator("#ov-summary")).to_contain_text(f"{NODES + 2} nodes · asking each")
+    # filters, sorting and the page size work on the list already
+    page.locator("#ov-node").fill("node-")
+    expect(rows).to_have_count(NODES + 2)
+    page.locator("#ov-node").fill("down")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-node") == "node-down"
+    page.locator("#ov-node").fill("")
+    expect(page.locator("#ov-cause option")).to_have_text(
+        [f"all nodes ({NODES + 2})", f"probing… ({NODES + 2})"]
+    )
+    page.locator("#ov-sort").select_option("failing")
+    expect(rows.first).to_have_attribute("data-node", "node-1")  # nothing known: by name
+    # the matrix fails: the list stays, its cells no longer claim a probe is running
+    assert len(held) == 1
+    held.pop().fulfill(status=502, json={"error": "bad_gateway", "message": "held by the test"})
+    expect(section).to_have_attribute("data-state", "error")
+    expect(page.locator("#ov-error")).to_contain_text("held by the test")
+    expect(pending).to_have_text(["not known"] * (NODES + 2))
+    # asked again, for real: the same rows fill in, the sort still applies
+    page.unroute("**/v1/connectivity")
+    page.locator("#ov-refresh").click()
+    _matrix(page)
+    expect(pending).to_have_count(0)
+    expect(page.locator("#ov-error")).to_have_text("")
+    assert rows.first.get_attribute("data-node") in {"node-down", "node-slow"}
+    expect(page.locator('#matrix tr[data-node="node-down"] td.unreachable')).to_contain_text(
+        "did not answer"
+    )
+    plain = cluster.lab.registries["plain"]
+    assert _cell(page, "node-1", f"http://{plain}/v2") == "ok"
+    expect(page.locator("#ov-cause")).not_to_contain_text("probing")
 
 
 def test_a_test_run_streams_rows_in_then_the_summary(

@@ -8,6 +8,8 @@ const PAGE_SIZES = [25, 50, 100, 200];
 const POLL_MS = { overview: 15000, jobs: 2000, pods: 5000 };
 const MAX_LINE = 8 * 1024 * 1024; // bytes of one NDJSON line before the stream is given up
 const PROBES = ["dns", "tcp", "tls", "http", "token", "manifest"];
+const PROBING = "probing…"; // a node's cells while /v1/connectivity is on its way
+const NOT_KNOWN = "not known"; // ... and after it failed
 
 // --- small DOM helpers ---------------------------------------------------------------------
 
@@ -69,7 +71,8 @@ function verdict(entry) {
 function verdictClass(word) {
   if (word === "ok" || word === "done") return "v-ok";
   if (word.startsWith("agent_") || word === "node_not_found") return "v-agent";
-  if (["pending", "pulling", "running", "idle", "not probed"].includes(word)) return "v-wait";
+  if (["pending", "pulling", "running", "idle", "not probed", PROBING].includes(word)) return "v-wait";
+  if (word === NOT_KNOWN) return "v-agent";
   return "v-fail";
 }
 
@@ -317,13 +320,19 @@ function schedule(delay) {
 // --- cluster overview --------------------------------------------------------------------------
 
 views.overview = (() => {
-  let matrix = null;
+  let matrix = null; // the last /v1/connectivity answer
+  let listed = null; // until it came: the nodes /v1/agents named, [{node, pending, readiness}]
+  let pendingWord = PROBING;
   let selected = null; // [node, column url]
   const table = $("matrix");
   const pager = new Pager(table.tBodies[0], "ov-pager", renderRow, { columns: 2 });
   pager.empty = "no node matches";
 
+  const rowsNow = () => (matrix ? matrix.rows : listed || []);
+  const columnsNow = () => (matrix ? matrix.columns : []);
+
   function causesOf(row) {
+    if (row.pending) return [pendingWord];
     if (!row.reachable) return [row.cause];
     const found = matrix.columns.map((c) => row.cells[c.url]).filter((cell) => cell && !cell.success);
     return found.length ? found.map((cell) => cell.cause || "unknown") : ["ok"];
@@ -334,21 +343,30 @@ views.overview = (() => {
       "tr",
       {},
       el("th", { scope: "col" }, "Node"),
-      matrix.columns.map((column) =>
-        el("th", { scope: "col", title: column.url }, el("span", { class: "col-registry" }, column.registry), el("span", { class: "col-url" }, column.url), el("span", { class: "muted" }, column.role)),
-      ),
+      matrix
+        ? matrix.columns.map((column) =>
+            el("th", { scope: "col", title: column.url }, el("span", { class: "col-registry" }, column.registry), el("span", { class: "col-url" }, column.url), el("span", { class: "muted" }, column.role)),
+          )
+        : el("th", { scope: "col" }, "Registry endpoints ", el("span", { class: "muted" }, "(each node is being asked)")),
     );
     put(table.tHead, head);
-    pager.columns = matrix.columns.length + 1;
+    pager.columns = Math.max(1, columnsNow().length) + 1;
   }
 
   function renderRow(row) {
     const tr = el("tr", { dataset: { node: row.node } }, el("th", { scope: "row" }, row.node));
+    const span = Math.max(1, columnsNow().length);
+    if (row.pending) {
+      const seen = row.readiness && row.readiness !== "ready" ? `; its agent was ${row.readiness} at the last readiness check` : "";
+      const title = pendingWord === PROBING ? `asking ${row.node} for its probes${seen}` : `the matrix did not arrive${seen}`;
+      tr.append(el("td", { colspan: span, class: "pending" }, el("span", { class: `cell ${verdictClass(pendingWord)}`, title, dataset: { node: row.node } }, pendingWord)));
+      return tr;
+    }
     if (!row.reachable) {
       tr.append(
         el(
           "td",
-          { colspan: Math.max(1, matrix.columns.length), class: "unreachable" },
+          { colspan: span, class: "unreachable" },
           el("button", { type: "button", class: "cell", dataset: { node: row.node, column: "" }, onclick: () => select(row.node, "") }, badge(row.cause), " did not answer: ", row.summary),
         ),
       );
@@ -384,9 +402,9 @@ views.overview = (() => {
   function visibleRows() {
     const cause = $("ov-cause").value;
     const text = $("ov-node").value.trim().toLowerCase();
-    let rows = matrix.rows.filter((row) => (!text || row.node.toLowerCase().includes(text)) && (!cause || causesOf(row).includes(cause)));
+    let rows = rowsNow().filter((row) => (!text || row.node.toLowerCase().includes(text)) && (!cause || causesOf(row).includes(cause)));
     const sort = $("ov-sort").value;
-    const failing = (row) => (row.reachable ? causesOf(row).filter((c) => c !== "ok").length : 1000);
+    const failing = (row) => (row.pending ? 0 : row.reachable ? causesOf(row).filter((c) => c !== "ok").length : 1000);
     if (sort === "failing") rows = [...rows].sort((a, b) => failing(b) - failing(a) || a.node.localeCompare(b.node));
     else if (sort === "cause") rows = [...rows].sort((a, b) => causesOf(a)[0].localeCompare(causesOf(b)[0]) || a.node.localeCompare(b.node));
     return rows;
@@ -396,13 +414,19 @@ views.overview = (() => {
     const select = $("ov-cause");
     const chosen = select.value;
     const counts = new Map();
-    for (const row of matrix.rows) for (const cause of new Set(causesOf(row))) counts.set(cause, (counts.get(cause) || 0) + 1);
+    for (const row of rowsNow()) for (const cause of new Set(causesOf(row))) counts.set(cause, (counts.get(cause) || 0) + 1);
     const options = [...counts.keys()].sort().map((cause) => el("option", { value: cause, selected: cause === chosen }, `${cause} (${counts.get(cause)})`));
-    put(select, el("option", { value: "" }, `all nodes (${matrix.rows.length})`), ...options);
+    put(select, el("option", { value: "" }, `all nodes (${rowsNow().length})`), ...options);
     if (chosen && !counts.has(chosen)) select.value = "";
   }
 
   function renderSummary() {
+    if (!matrix) {
+      const notReady = listed.filter((row) => row.readiness !== "ready" && row.readiness !== "unknown").length;
+      const doing = pendingWord === PROBING ? "asking each for its view of the registries…" : "their view of the registries is not known";
+      setText("ov-summary", `${listed.length} nodes · ${doing} · ${notReady} not ready at the last readiness check`);
+      return;
+    }
     const s = matrix.summary;
     const failing = Object.keys(s.failing || {}).length;
     setText("ov-summary", `${s.nodes} nodes · ${s.unreachable.length} did not answer · ${matrix.columns.length} endpoints · ${failing} failing on some node`);
@@ -448,29 +472,74 @@ views.overview = (() => {
     }
   }
 
-  async function refresh() {
-    const section = $("view-overview");
-    section.dataset.state = "loading";
-    const started = performance.now();
-    matrix = await getJson("/v1/connectivity");
+  function draw() {
     renderHead();
     renderFilters();
     renderSummary();
     pager.set(visibleRows());
+  }
+
+  /** The node list from /v1/agents (cached by the aggregator: no fan-out), every cell "probing…",
+   * unless the matrix came first. A failure here is left to the matrix's own answer. */
+  async function drawList(arrived) {
+    let list;
+    try {
+      list = await getJson("/v1/agents");
+    } catch {
+      return;
+    }
+    if (matrix || arrived()) return;
+    listed = list.agents.map((agent) => ({ node: agent.node, pending: true, readiness: agent.state }));
+    pendingWord = PROBING;
+    draw();
+    performance.mark("pullcheck:nodes-drawn", { detail: { nodes: listed.length } }); // read by bench/bench_ui_1000.py
+    $("view-overview").dataset.state = "listed";
+  }
+
+  let loading = null; // the refresh under way: a second one (a poll, a click) joins it
+
+  function refresh() {
+    loading ||= load().finally(() => {
+      loading = null;
+    });
+    return loading;
+  }
+
+  async function load() {
+    const section = $("view-overview");
+    section.dataset.state = "loading";
+    const started = performance.now();
+    let done = false;
+    if (!matrix && listed && pendingWord !== PROBING) {
+      pendingWord = PROBING; // asked again: the list's cells are being probed again
+      draw();
+    }
+    if (!matrix) drawList(() => done); // asked first: the aggregator answers it before its fan-out
+    const asked = getJson("/v1/connectivity").finally(() => {
+      done = true;
+    });
+    matrix = await asked;
+    listed = null;
+    draw();
     setText("ov-error", "");
     performance.mark("pullcheck:matrix-drawn"); // read by bench/bench_ui_1000.py
     setText("ov-updated", `updated ${new Date().toLocaleTimeString()} (${ms(performance.now() - started)})`);
     section.dataset.state = "ready";
   }
 
-  for (const id of ["ov-cause", "ov-sort"]) $(id).addEventListener("change", () => matrix && pager.set(visibleRows(), { keepPage: false }));
-  $("ov-node").addEventListener("input", () => matrix && pager.set(visibleRows(), { keepPage: false }));
+  const redraw = () => (matrix || listed) && pager.set(visibleRows(), { keepPage: false });
+  for (const id of ["ov-cause", "ov-sort"]) $(id).addEventListener("change", redraw);
+  $("ov-node").addEventListener("input", redraw);
   $("ov-refresh").addEventListener("click", () => schedule(0));
   return {
     refresh,
     fail(error) {
       $("view-overview").dataset.state = "error";
       setText("ov-error", `Could not read the matrix: ${error.message || error}`);
+      if (!matrix && listed) {
+        pendingWord = NOT_KNOWN; // the list stays; its cells no longer claim a probe is running
+        draw();
+      }
     },
   };
 })();
