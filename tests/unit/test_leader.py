@@ -323,8 +323,12 @@ async def test_the_leader_stops_when_renewal_fails_past_the_deadline(
     try:
         await asyncio.wait_for(election.wait_leading(), 10)
         api.revoke_leases(USER)  # the API refuses every renewal from now on
+        revoked = len(api.lease_requests())
         await asyncio.wait_for(election.wait_following(), 10)
-        assert election.last_error is not None and "403" in election.last_error
+        # the renewals were refused (the last attempt may instead run out of the deadline's
+        # remainder on a busy machine, and say so)
+        assert election.last_error is not None
+        assert any(r.status == 403 for r in api.lease_requests()[revoked:])
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -186,7 +186,9 @@ async def test_reflector_lists_follows_bookmarks_and_lists_again_after_410(
         reflector.version = "4701"  # as after a long disconnection: out of the server's window
         api.close_watches()
         await _until(lambda: restarts.count("relist") == 2, "relisted")
-        assert restarts[-3:] == ["end", "expired", "relist"]
+        # the closed stream ends cleanly, or as a disconnect when the server closed it before
+        # its response head went out: either way the resumed watch is refused (410) → re-list
+        assert restarts[-3] in ("end", "error") and restarts[-2:] == ["expired", "relist"]
         names = {o["metadata"]["name"] for s in seen if isinstance(s, Listed) for o in s.objects}
         assert names == {"web-1", "web-2", "web-3"}
         task.cancel()
