@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_aggregator import status_mib
 from cli_options import bounded_int
 
-from lab.servers import TOKEN, free_port
+from lab.servers import TOKEN, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -195,12 +195,7 @@ def aggregator(
         time.sleep(1.0)  # settle: the first readiness round's connections expire after 2 s
         yield Aggregator(label, url, proc, ready_s, status_mib(proc.pid, "VmRSS"))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _wait_checked(

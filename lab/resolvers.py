@@ -27,35 +27,16 @@ import dns.rcode
 
 from lab.layout import DOMAIN, host
 from lab.netns import GATEWAY, NXDOMAIN_DNS
+from lab.services import dnsmasq_base
 
 AGENTS_NAME = host("agents")  # the headless-Service-style name listing every node's address
 MAX_QUERY = 65535
 
 
-def _dnsmasq_base(listen: str, pid_file: Path) -> list[str]:
-    return [
-        "dnsmasq",
-        "--keep-in-foreground",
-        "--conf-file=/dev/null",
-        "--no-resolv",
-        "--no-hosts",
-        "--no-poll",
-        "--bind-interfaces",
-        f"--listen-address={listen}",
-        "--port=53",
-        "--user=nobody",
-        "--group=nogroup",
-        f"--pid-file={pid_file}",
-        "--log-facility=-",
-        "--log-queries",
-        "--cache-size=0",
-    ]
-
-
 def bridge_dnsmasq_argv(net_dir: Path) -> list[str]:
     """The lab resolver on the bridge (see the module docstring)."""
     return [
-        *_dnsmasq_base(GATEWAY, net_dir / "dnsmasq-bridge.pid"),
+        *dnsmasq_base(GATEWAY, 53, net_dir / "dnsmasq-bridge.pid"),
         f"--addn-hosts={net_dir / 'hosts'}",
         f"--local=/{DOMAIN}/",
         f"--address=/{DOMAIN}/{GATEWAY}",
@@ -66,7 +47,7 @@ def bridge_dnsmasq_argv(net_dir: Path) -> list[str]:
 
 def nxdomain_dnsmasq_argv(net_dir: Path) -> list[str]:
     """NXDOMAIN for every name."""
-    return [*_dnsmasq_base(NXDOMAIN_DNS, net_dir / "dnsmasq-nxdomain.pid"), "--address=/#/"]
+    return [*dnsmasq_base(NXDOMAIN_DNS, 53, net_dir / "dnsmasq-nxdomain.pid"), "--address=/#/"]
 
 
 def hosts_text(addresses: dict[str, str]) -> str:

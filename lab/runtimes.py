@@ -10,16 +10,14 @@ lists, status file and archive cache, so the system's apt state is untouched —
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 from lab.errors import LabError
 from lab.services import SYSTEM_PATH
+from lab.state import locked_file
 
 __all__ = ["CACHE", "RUNTIMES", "binary", "config_version", "describe"]
 
@@ -54,7 +52,7 @@ def binary(runtime: str) -> Path:
     if target.exists():
         return target
     CACHE.mkdir(parents=True, exist_ok=True)
-    with _locked(CACHE / ".lock"):
+    with locked_file(CACHE / ".lock"):
         if not target.exists():
             _fetch(suite)
     return target
@@ -66,17 +64,6 @@ def describe(runtime: str) -> str:
         [str(binary(runtime)), "--version"], capture_output=True, text=True, check=False
     )
     return result.stdout.strip()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
 
 
 def _apt_options(apt: Path) -> list[str]:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,22 @@ class Server:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def wait_prepull_job(
+        self, name: str, check: Callable[[dict[str, Any]], bool], timeout: float = 60
+    ) -> dict[str, Any]:
+        """Pre-pull job ``name``'s status (this is an aggregator) once ``check`` holds for it."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        with self.client() as client:
+            while time.monotonic() < deadline:
+                reply = client.get(f"/v1/prepull/jobs/{name}")
+                if reply.status_code == 200:
+                    body = reply.json()
+                    if check(body):
+                        return body
+                time.sleep(0.3)
+        raise AssertionError(f"job {name} never reached the expected state: {body}")
+
 
 @contextmanager
 def server(
@@ -105,12 +121,17 @@ def server(
         _wait_healthy(url, proc, log)
         yield Server(url, proc, log)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM ``proc`` and reap it; SIGKILL if it has not ended within 15 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -22,7 +22,14 @@ def locked(paths: Paths) -> Iterator[None]:
     Not reentrant: flock on a second descriptor of the same file blocks even in the same process.
     """
     paths.dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o600)
+    with locked_file(paths.lock):
+        yield
+
+
+@contextlib.contextmanager
+def locked_file(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if absent) for the block; not reentrant."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -1,4 +1,5 @@
-"""Fixtures for the server tests: a work directory holding the bearer token."""
+"""Fixtures for the integration tests: the lab's main node as pull-test settings, a work
+directory holding the bearer token, agents on lab nodes."""
 
 from __future__ import annotations
 
@@ -8,11 +9,26 @@ from pathlib import Path
 
 import pytest
 
+from agent.pulltest import NodeSettings
 from lab import control
 from lab.info import LabInfo
 from lab.servers import TOKEN, Server, agent_config, server
 
 NODES = 3
+
+
+@pytest.fixture(scope="module")
+def node(lab: LabInfo) -> NodeSettings:
+    """The lab's main containerd as the node a pull test runs on.
+
+    The hosts file stays the node's /etc/hosts: the lab's containerd resolves ``localhost`` there.
+    """
+    return NodeSettings(
+        endpoint=lab.endpoint,
+        resolv_conf=Path(lab.resolv_conf),
+        registry_config_path=lab.registry_config_path,
+        probe_timeout=5.0,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -288,13 +288,13 @@ def stale_socket(tmp_path: Path) -> Iterator[Path]:
     yield path
 
 
-async def test_missing_socket_is_quick(tmp_path: Path) -> None:
+async def test_a_missing_socket_is_named_without_waiting_for_a_connection(
+    tmp_path: Path,
+) -> None:
     missing = tmp_path / "nope" / "containerd.sock"
-    start = time.monotonic()
     with pytest.raises(RuntimeUnavailable) as info:
         await connect(str(missing))
-    assert time.monotonic() - start < 0.5
-    err = info.value
+    err = info.value  # "no such file", not "timed out": no connection was waited for
     assert err.tried == [(f"unix://{missing}", "no such file")]
     assert str(missing) in str(err)
     assert isinstance(err, CriError) and err.rpc == "connect"

@@ -7,7 +7,6 @@ probes, the pull test in both modes and the probe command.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
@@ -24,16 +23,6 @@ SERVER_ERRORS = {
     "unavailable": ("503 Service Temporarily Unavailable", "manifests", "manifest"),
     "token_unavailable": ("503 Service Temporarily Unavailable", "token", "token"),
 }
-
-
-@pytest.fixture(scope="module")
-def node(lab: LabInfo) -> NodeSettings:
-    return NodeSettings(
-        endpoint=lab.endpoint,
-        resolv_conf=Path(lab.resolv_conf),
-        registry_config_path=lab.registry_config_path,
-        probe_timeout=5.0,
-    )
 
 
 def _run(node: NodeSettings, image: str, mode: str = "pull") -> PullTestResult:

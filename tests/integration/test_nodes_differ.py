@@ -217,20 +217,15 @@ def _wait_job(
 ) -> dict[str, Any]:
     """The job's status once it is not running (and, with ``settled``, every node finished a
     run started after ``after``)."""
-    deadline = time.monotonic() + timeout
-    body: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        reply = agg.client().get(f"/v1/prepull/jobs/{name}")
-        if reply.status_code == 200:
-            body = reply.json()
-            if not body["running"] and not settled:
-                return body
-            if (
-                not body["running"]
-                and body["last_started"] != after
-                and body["nodes"]
+
+    def check(body: dict[str, Any]) -> bool:
+        return not body["running"] and (
+            not settled
+            or (
+                body["last_started"] != after
+                and bool(body["nodes"])
                 and all(n["phase"] in ("done", "failed") for n in body["nodes"])
-            ):
-                return body
-        time.sleep(0.5)
-    raise AssertionError(f"job {name} did not settle: {body}")
+            )
+        )
+
+    return agg.wait_prepull_job(name, check, timeout)

@@ -24,16 +24,6 @@ from lab.info import LabInfo
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def node(lab: LabInfo) -> NodeSettings:
-    return NodeSettings(
-        endpoint=lab.endpoint,
-        resolv_conf=Path(lab.resolv_conf),
-        registry_config_path=lab.registry_config_path,
-        probe_timeout=5.0,
-    )
-
-
 def _run(node: NodeSettings, image: str, **kw: object) -> PullTestResult:
     return asyncio.run(run_pull_test(PullTestRequest(image=image, **kw), node))  # type: ignore[arg-type]
 

@@ -24,17 +24,6 @@ pytestmark = pytest.mark.lab
 _DURATION = re.compile(r"\d+(?:\.\d+)? ?s\b")
 
 
-@pytest.fixture(scope="module")
-def node(lab: LabInfo) -> NodeSettings:
-    # the hosts file stays the node's /etc/hosts: the lab's containerd resolves `localhost` there
-    return NodeSettings(
-        endpoint=lab.endpoint,
-        resolv_conf=Path(lab.resolv_conf),
-        registry_config_path=lab.registry_config_path,
-        probe_timeout=5.0,
-    )
-
-
 def _run(node: NodeSettings, image: str, **kw: object) -> PullTestResult:
     return asyncio.run(run_pull_test(PullTestRequest(image=image, **kw), node))  # type: ignore[arg-type]
 

@@ -322,6 +322,23 @@ _METADATA = {
         "annotations": _STRING_MAP,
     },
 }
+
+
+def _custom_resource(api_version: str, kind: str, spec: Doc) -> Doc:
+    """A custom resource of ``kind`` in ``api_version``: metadata as above, ``spec`` as given."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": _METADATA,
+            "spec": spec,
+        },
+    }
+
+
 _LABEL_SELECTOR = {
     "type": "object",
     "additionalProperties": False,
@@ -418,34 +435,28 @@ _ENDPOINT = {
     # the operator rejects both at once
     "not": {"required": ["authorization", "bearerTokenSecret"]},
 }
-SERVICEMONITOR_SCHEMA: Doc = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["selector", "endpoints"],
-            "additionalProperties": False,
-            "properties": {
-                "selector": _LABEL_SELECTOR,
-                "namespaceSelector": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "any": {"type": "boolean"},
-                        "matchNames": {"type": "array", "items": {"type": "string"}},
-                    },
+SERVICEMONITOR_SCHEMA: Doc = _custom_resource(
+    "monitoring.coreos.com/v1",
+    "ServiceMonitor",
+    {
+        "type": "object",
+        "required": ["selector", "endpoints"],
+        "additionalProperties": False,
+        "properties": {
+            "selector": _LABEL_SELECTOR,
+            "namespaceSelector": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "any": {"type": "boolean"},
+                    "matchNames": {"type": "array", "items": {"type": "string"}},
                 },
-                "jobLabel": {"type": "string"},
-                "endpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
             },
+            "jobLabel": {"type": "string"},
+            "endpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
         },
     },
-}
+)
 _RULE = {
     "type": "object",
     "required": ["expr"],
@@ -461,37 +472,31 @@ _RULE = {
         "annotations": _STRING_MAP,
     },
 }
-PROMETHEUSRULE_SCHEMA: Doc = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["groups"],
-            "additionalProperties": False,
-            "properties": {
-                "groups": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["name", "rules"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": {"type": "string", "minLength": 1},
-                            "interval": _DURATION,
-                            "rules": {"type": "array", "minItems": 1, "items": _RULE},
-                        },
+PROMETHEUSRULE_SCHEMA: Doc = _custom_resource(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    {
+        "type": "object",
+        "required": ["groups"],
+        "additionalProperties": False,
+        "properties": {
+            "groups": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["name", "rules"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": _DURATION,
+                        "rules": {"type": "array", "minItems": 1, "items": _RULE},
                     },
                 },
             },
         },
     },
-}
+)
 
 # --- cert-manager.io/v1 (components/agent-tls) ----------------------------------------------
 # Source: the cert-manager API reference (cert-manager.io/docs/reference/api-docs,
@@ -529,29 +534,23 @@ _SELF_SIGNED_ISSUER = {
     "properties": {"crlDistributionPoints": _STRINGS},
 }
 _ISSUER_TYPES = ("acme", "ca", "selfSigned", "vault", "venafi")
-ISSUER_SCHEMA: Doc = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "cert-manager.io/v1"},
-        "kind": {"const": "Issuer"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "acme": {"type": "object"},
-                "ca": _CA_ISSUER,
-                "selfSigned": _SELF_SIGNED_ISSUER,
-                "vault": {"type": "object"},
-                "venafi": {"type": "object"},
-            },
-            # the webhook: exactly one issuer type
-            "oneOf": [{"required": [kind]} for kind in _ISSUER_TYPES],
+ISSUER_SCHEMA: Doc = _custom_resource(
+    "cert-manager.io/v1",
+    "Issuer",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "acme": {"type": "object"},
+            "ca": _CA_ISSUER,
+            "selfSigned": _SELF_SIGNED_ISSUER,
+            "vault": {"type": "object"},
+            "venafi": {"type": "object"},
         },
+        # the webhook: exactly one issuer type
+        "oneOf": [{"required": [kind]} for kind in _ISSUER_TYPES],
     },
-}
+)
 _KEY_USAGES = [
     "signing",
     "digital signature",
@@ -611,109 +610,103 @@ _SUBJECT_FIELDS = (
     "provinces",
     "streetAddresses",
 )
-CERTIFICATE_SCHEMA: Doc = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "cert-manager.io/v1"},
-        "kind": {"const": "Certificate"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object",
-            "required": ["issuerRef", "secretName"],
-            "additionalProperties": False,
-            "properties": {
-                "additionalOutputFormats": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["type"],
-                        "additionalProperties": False,
-                        "properties": {"type": {"enum": ["DER", "CombinedPEM"]}},
-                    },
-                },
-                "commonName": {"type": "string", "minLength": 1, "maxLength": 64},
-                "dnsNames": _STRINGS,
-                "duration": _GO_DURATION,
-                "emailAddresses": _STRINGS,
-                "encodeUsagesInRequest": {"type": "boolean"},
-                "ipAddresses": _STRINGS,
-                "isCA": {"type": "boolean"},
-                "issuerRef": {
+CERTIFICATE_SCHEMA: Doc = _custom_resource(
+    "cert-manager.io/v1",
+    "Certificate",
+    {
+        "type": "object",
+        "required": ["issuerRef", "secretName"],
+        "additionalProperties": False,
+        "properties": {
+            "additionalOutputFormats": {
+                "type": "array",
+                "items": {
                     "type": "object",
-                    "required": ["name"],
+                    "required": ["type"],
                     "additionalProperties": False,
-                    "properties": {
-                        "name": {"type": "string", "minLength": 1},
-                        "kind": {"type": "string"},
-                        "group": {"type": "string"},
-                    },
+                    "properties": {"type": {"enum": ["DER", "CombinedPEM"]}},
                 },
-                "keystores": {"type": "object"},
-                "literalSubject": {"type": "string"},
-                "nameConstraints": {"type": "object"},
-                "otherNames": {"type": "array"},
-                "privateKey": _PRIVATE_KEY,
-                "renewBefore": _GO_DURATION,
-                "renewBeforePercentage": {
-                    "type": "integer",
-                    "exclusiveMinimum": 0,
-                    "exclusiveMaximum": 100,
-                },
-                "revisionHistoryLimit": {"type": "integer", "minimum": 1},
-                "secretName": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
-                "secretTemplate": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {"annotations": _STRING_MAP, "labels": _STRING_MAP},
-                },
-                "signatureAlgorithm": {
-                    "enum": [
-                        "SHA256WithRSA",
-                        "SHA384WithRSA",
-                        "SHA512WithRSA",
-                        "ECDSAWithSHA256",
-                        "ECDSAWithSHA384",
-                        "ECDSAWithSHA512",
-                        "PureEd25519",
-                    ]
-                },
-                "subject": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "properties": {
-                        "serialNumber": {"type": "string"},
-                        **{name: _STRINGS for name in _SUBJECT_FIELDS},
-                    },
-                },
-                "uris": _STRINGS,
-                "usages": {"type": "array", "items": {"enum": _KEY_USAGES}, "uniqueItems": True},
             },
-            "allOf": [
-                # the webhook: one way to say when to renew; literalSubject stands alone
-                {"not": {"required": ["renewBefore", "renewBeforePercentage"]}},
-                {"not": {"required": ["literalSubject", "commonName"]}},
-                {"not": {"required": ["literalSubject", "subject"]}},
-                # at least one name to certify
-                {
-                    "anyOf": [
-                        {"required": [field]}
-                        for field in (
-                            "commonName",
-                            "dnsNames",
-                            "uris",
-                            "emailAddresses",
-                            "ipAddresses",
-                            "literalSubject",
-                            "otherNames",
-                        )
-                    ]
+            "commonName": {"type": "string", "minLength": 1, "maxLength": 64},
+            "dnsNames": _STRINGS,
+            "duration": _GO_DURATION,
+            "emailAddresses": _STRINGS,
+            "encodeUsagesInRequest": {"type": "boolean"},
+            "ipAddresses": _STRINGS,
+            "isCA": {"type": "boolean"},
+            "issuerRef": {
+                "type": "object",
+                "required": ["name"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "kind": {"type": "string"},
+                    "group": {"type": "string"},
                 },
-            ],
+            },
+            "keystores": {"type": "object"},
+            "literalSubject": {"type": "string"},
+            "nameConstraints": {"type": "object"},
+            "otherNames": {"type": "array"},
+            "privateKey": _PRIVATE_KEY,
+            "renewBefore": _GO_DURATION,
+            "renewBeforePercentage": {
+                "type": "integer",
+                "exclusiveMinimum": 0,
+                "exclusiveMaximum": 100,
+            },
+            "revisionHistoryLimit": {"type": "integer", "minimum": 1},
+            "secretName": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
+            "secretTemplate": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {"annotations": _STRING_MAP, "labels": _STRING_MAP},
+            },
+            "signatureAlgorithm": {
+                "enum": [
+                    "SHA256WithRSA",
+                    "SHA384WithRSA",
+                    "SHA512WithRSA",
+                    "ECDSAWithSHA256",
+                    "ECDSAWithSHA384",
+                    "ECDSAWithSHA512",
+                    "PureEd25519",
+                ]
+            },
+            "subject": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "serialNumber": {"type": "string"},
+                    **{name: _STRINGS for name in _SUBJECT_FIELDS},
+                },
+            },
+            "uris": _STRINGS,
+            "usages": {"type": "array", "items": {"enum": _KEY_USAGES}, "uniqueItems": True},
         },
+        "allOf": [
+            # the webhook: one way to say when to renew; literalSubject stands alone
+            {"not": {"required": ["renewBefore", "renewBeforePercentage"]}},
+            {"not": {"required": ["literalSubject", "commonName"]}},
+            {"not": {"required": ["literalSubject", "subject"]}},
+            # at least one name to certify
+            {
+                "anyOf": [
+                    {"required": [field]}
+                    for field in (
+                        "commonName",
+                        "dnsNames",
+                        "uris",
+                        "emailAddresses",
+                        "ipAddresses",
+                        "literalSubject",
+                        "otherNames",
+                    )
+                ]
+            },
+        ],
     },
-}
+)
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICEMONITOR_SCHEMA,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUSRULE_SCHEMA,
