@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +30,7 @@ import yaml
 
 from lab import nodes
 from lab.errors import LabError, log_tail
-from lab.servers import free_port
+from lab.servers import free_port, stop
 
 __all__ = [
     "AGENT_JOB",
@@ -238,12 +237,7 @@ def running(
         prom.wait_until("ready", lambda: _ready(prom.url), READY_TIMEOUT)
         yield prom
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 def _ready(url: str) -> bool:

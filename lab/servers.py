@@ -162,9 +162,9 @@ class _Garbage(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def garbage_agent() -> Iterator[str]:
-    """An HTTP server that answers every request with 200 and an HTML page."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+def loopback_http(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """``handler`` served on a free loopback port in a thread; yields ``127.0.0.1:port``."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
@@ -172,6 +172,13 @@ def garbage_agent() -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@contextmanager
+def garbage_agent() -> Iterator[str]:
+    """An HTTP server that answers every request with 200 and an HTML page."""
+    with loopback_http(_Garbage) as address:
+        yield address
 
 
 _MANIFEST_TYPES = ", ".join(

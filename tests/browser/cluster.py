@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ import yaml
 
 from lab import access, control
 from lab.info import LabInfo
-from lab.servers import TOKEN, Server, agent_config, free_port, merge, server
+from lab.servers import TOKEN, Server, agent_config, free_port, loopback_http, merge, server
 
 #: text a registry error and an image name carry in the tests: it must never run
 PAYLOAD: Final = (
@@ -65,14 +64,8 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
 @contextmanager
 def hostile_registry() -> Iterator[str]:
     """A plain-HTTP registry on loopback answering 500 with :data:`PAYLOAD`; yields host:port."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with loopback_http(_Hostile) as address:
+        yield address
 
 
 @dataclass
