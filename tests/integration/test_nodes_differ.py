@@ -8,7 +8,6 @@ cluster. The whole module runs once per containerd build (1.6, 1.7, 2.x: ``lab.r
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,8 @@ import yaml
 
 from lab import nodefaults, nodes, runtimes, scenario
 from lab.info import LabInfo
-from lab.servers import TOKEN, Server, agent_config, merge, server
+from lab.servers import Server
+from tests.integration.cluster import lab_cluster, pulltest
 
 pytestmark = pytest.mark.lab
 
@@ -36,7 +36,7 @@ PLAN: dict[str, tuple[str | None, str | None]] = {
     "node-10": ("dead-mirror", None),
 }
 FAILING = {n for n, (_, cause) in PLAN.items() if cause}
-PULL_TIMEOUT = "30"
+PULL_TIMEOUT = 30
 
 
 @pytest.fixture(scope="module", params=runtimes.RUNTIMES, ids=lambda r: f"containerd-{r}")
@@ -46,29 +46,14 @@ def cluster(
     """The planned nodes on one runtime, and an aggregator discovering their agents by DNS."""
     runtime: str = request.param
     plans = [scenario.NodePlan(n, runtime, (f,) if f else ()) for n, (f, _) in PLAN.items()]
-    scenario.apply(lab.dir, plans)
-    info = LabInfo.load(Path(lab.dir))
     workdir = tmp_path_factory.mktemp(f"differ-{runtime}")
-    (workdir / "token").write_text(TOKEN + "\n")
     jobs = workdir / "jobs.yaml"
-    jobs.write_text(yaml.safe_dump({"jobs": [_job(info)]}))
-    config = merge(
-        agent_config(info, workdir / "token", info.endpoint),
-        {
-            "aggregator": {
-                "node_timeout": 60,
-                "discovery": nodes.discovery_section(info),
-                "allow_plain_http_credentials": True,
-                "prepull": {"jobs_file": str(jobs), "poll_interval": 0.5, "tick": 0.5},
-            }
-        },
-    )
-    try:
-        with server("aggregator", config, workdir, name=f"agg-{runtime}") as agg:
-            _wait_discovered(agg, {nodes.agent_url(n).removeprefix("http://") for n in PLAN})
-            yield info, agg, workdir
-    finally:  # leave healthy 1.6 nodes behind for the other tests
-        scenario.apply(lab.dir, [scenario.NodePlan(n) for n in PLAN])
+    prepull = {"jobs_file": str(jobs), "poll_interval": 0.5, "tick": 0.5}
+    jobs.write_text(yaml.safe_dump({"jobs": [_job(lab)]}))
+    with lab_cluster(
+        lab, plans, workdir, name=f"agg-{runtime}", aggregator={"prepull": prepull}
+    ) as (info, agg):
+        yield info, agg, workdir
 
 
 def _job(info: LabInfo) -> dict[str, Any]:
@@ -82,29 +67,8 @@ def _job(info: LabInfo) -> dict[str, Any]:
     }
 
 
-def _wait_discovered(agg: Server, addresses: set[str]) -> None:
-    """DNS discovery knows no node names: the agents are listed by address until they answer."""
-    deadline = time.monotonic() + 30
-    seen: set[str] = set()
-    while time.monotonic() < deadline:
-        reply = agg.client().get("/v1/agents")
-        if reply.status_code == 200:
-            seen = {a["url"].removeprefix("http://") for a in reply.json().get("agents", [])}
-            if addresses <= seen:
-                return
-        time.sleep(0.3)
-    raise AssertionError(
-        f"the aggregator's DNS discovery found {sorted(seen)}, want {sorted(addresses)}"
-    )
-
-
 def _pulltest(agg: Server, image: str) -> dict[str, Any]:
-    """A cluster-wide pull test (every node the lab runs: other tests may have added some)."""
-    query = {"image": image, "mode": "pull", "timeout": PULL_TIMEOUT}
-    reply = agg.client().get("/v1/pulltest", params=query)
-    assert reply.status_code == 200, reply.text
-    body: dict[str, Any] = reply.json()
-    return body
+    return pulltest(agg, image, PULL_TIMEOUT)
 
 
 def test_each_node_fails_its_own_way(cluster: tuple[LabInfo, Server, Path]) -> None:
