@@ -78,6 +78,7 @@ __all__ = [
     "StaticDiscovery",
     "kube_client",
     "make_discovery",
+    "parse_static",
     "parse_static_agent",
 ]
 
@@ -235,7 +236,7 @@ class StaticDiscovery(Discovery):
 
     def __init__(self, section: DiscoverySection) -> None:
         super().__init__(section)
-        self._static = _parse_static(section)
+        self._static = parse_static(section)
 
     async def _discover(self) -> _Found:
         if not self._static:
@@ -249,6 +250,8 @@ def parse_static_agent(
     """``host``, ``host:port``, ``node=host:port``; IPv6 in brackets (``node=[fd00::1]:8479``)."""
     text = entry.strip()
     node: str | None = None
+    if "://" in text:
+        raise _bad(entry, "write host:port without a scheme (the scheme is discovery.agent_scheme)")
     if "=" in text:
         node, _, text = (part.strip() for part in text.partition("="))
         if not node:
@@ -301,7 +304,7 @@ def _check_host(entry: str, host: str) -> str:
     return host.lower()
 
 
-def _parse_static(section: DiscoverySection) -> list[AgentTarget]:
+def parse_static(section: DiscoverySection) -> list[AgentTarget]:
     targets: list[AgentTarget] = []
     seen: dict[tuple[str, int], str] = {}
     nodes: dict[str, str] = {}

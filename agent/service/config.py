@@ -194,6 +194,16 @@ class DiscoverySection(_Section):
     api_token_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/token"  # noqa: S105 - a path
     api_ca_file: str = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
+    @model_validator(mode="after")
+    def _static_agents(self) -> DiscoverySection:
+        """A bad static entry is a configuration error at load, named, not a crash at start."""
+        if self.mode == "static":
+            # the one parser; imported here because the discovery module imports this one
+            from agent.cluster.discovery import parse_static
+
+            parse_static(self)
+        return self
+
 
 class PrepullSection(_Section):
     """Warm-cache jobs the aggregator runs (see agent/prepull)."""

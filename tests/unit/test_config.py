@@ -122,6 +122,20 @@ def test_every_bad_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
     ]
 
 
+def test_a_bad_static_agent_is_a_config_error_naming_the_entry(tmp_path: Path) -> None:
+    path = _config(
+        tmp_path,
+        "aggregator: {discovery: {mode: static, agents: ['10.0.0.1:8479', "
+        "'http://10.0.0.2:8479']}}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert str(caught.value) == (
+        f"{path}: aggregator.discovery: discovery.agents entry 'http://10.0.0.2:8479': "
+        "write host:port without a scheme (the scheme is discovery.agent_scheme)"
+    )
+
+
 def test_settings_options_cannot_be_smuggled_in_through_the_file(tmp_path: Path) -> None:
     """``_env_prefix`` and friends are BaseSettings' own keyword arguments, not keys."""
     path = _config(tmp_path, "_env_prefix: OTHER_\n_cli_parse_args: true\n")

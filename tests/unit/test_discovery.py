@@ -151,6 +151,7 @@ async def test_static_empty_says_so() -> None:
         ("[fd00::1:8479", "missing ']'"),
         ("[10.0.0.1]:8479", "is not an IPv6 address"),
         ("[fd00::1]8479", "unexpected '8479'"),
+        ("http://10.0.0.1:8479", "without a scheme"),
     ],
 )
 def test_static_bad_entry_is_named(entry: str, reason: str) -> None:
