@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from lab import netns, nodefiles, resolvers, runtimes, services, state
@@ -119,9 +120,15 @@ def lab_paths(lab: LabInfo | Path | str) -> Paths:
 
 
 def ensure_nodes(
-    lab: LabInfo | Path | str, count: int, *, agents: bool = False, runtime: str | None = None
+    lab: LabInfo | Path | str,
+    count: int,
+    *,
+    agents: bool = False,
+    runtime: str | None = None,
+    names: Sequence[str] = (),
 ) -> dict[str, str]:
-    """Make node-1..node-``count`` run on the lab; return their name -> CRI endpoint.
+    """Make node-1..node-``count`` (and the nodes ``names``) run on the lab; return their
+    name -> CRI endpoint.
 
     Idempotent and cheap when they already run. Also restarts any recorded node (or part of one)
     that died. ``agents``: every node also runs its agent. ``runtime``: the containerd of nodes
@@ -132,15 +139,18 @@ def ensure_nodes(
         raise ValueError(f"count must be 0..{netns.MAX_NODES}, not {count}")
     if runtime is not None:
         runtimes.check(runtime)
+    wanted = list(dict.fromkeys([*node_names(count), *names]))
+    for name in wanted:
+        node_index(name)  # LabError for anything that is not a node name
     paths = lab_paths(lab)
     with state.locked(paths):
         if not paths.lab_json.exists():
             raise LabError(f"no lab running in {paths.dir}; start it first (`python -m lab up`)")
-        info = ensure_locked(paths, LabInfo.load(paths.dir), count, agents=agents, runtime=runtime)
+        info = ensure_locked(paths, LabInfo.load(paths.dir), wanted, agents=agents, runtime=runtime)
     if isinstance(lab, LabInfo):
         lab.nodes = dict(info.nodes)
         lab.node_pids = dict(info.node_pids)
-    return {name: info.nodes[name] for name in node_names(count)}
+    return {name: info.nodes[name] for name in wanted}
 
 
 def holder_pid(paths: Paths, name: str) -> int | None:
@@ -204,13 +214,15 @@ def problems(paths: Paths, info: LabInfo) -> dict[str, str]:
 def ensure_locked(
     paths: Paths,
     info: LabInfo,
-    count: int,
+    names: int | Sequence[str],
     *,
     agents: bool = False,
     runtime: str | None = None,
 ) -> LabInfo:
-    """``ensure_nodes`` for a caller that holds the directory lock. Saves and returns ``info``."""
-    wanted = sorted(set(node_names(count)) | set(info.node_pids), key=node_index)
+    """``ensure_nodes`` for a caller that holds the directory lock (``names``: the nodes, or
+    node-1..node-``names``). Saves and returns ``info``."""
+    listed = node_names(names) if isinstance(names, int) else list(names)
+    wanted = sorted(set(listed) | set(info.node_pids), key=node_index)
     todo = []
     for name in wanted:
         pid = info.node_pids.get(name)
