@@ -71,6 +71,16 @@ class NodeSettings:
     cri_timeout: float = defaults.CRI_TIMEOUT  # connect and non-pull RPCs, like crictl --timeout
     api_version: str | None = None  # force "v1alpha2"; None → negotiate
     node_name: str | None = None  # reported as ``node``; None → $NODE_NAME → host name
+    # where the node's root is mounted (a DaemonSet's ``/host``): paths in remedies are the
+    # node's own, as the operator edits them there
+    host_root: str = ""
+
+    @property
+    def hosts_dir(self) -> str:
+        """containerd's hosts.toml directory as the node sees it (its first, for ``a:b``)."""
+        first = self.registry_config_path.split(":")[0]
+        root = self.host_root.rstrip("/")
+        return first[len(root) :] if root and first.startswith(root + "/") else first
 
 
 @dataclass(frozen=True)
@@ -620,7 +630,7 @@ def _result(
         if session.unavailable is not None:
             result.warnings.append(f"runtime not checked: {session.unavailable}")
         sole = session.sole_endpoint()
-        _verdict(result, outcome.error, req, settings.registry_config_path.split(":")[0], sole)
+        _verdict(result, outcome.error, req, settings.hosts_dir, sole)
         if not result.success and session.hosts_problem:
             result.remedy += f" Note: {session.hosts_problem}."
     _explain_credentials(result, req, ref)
@@ -722,7 +732,7 @@ async def run_probe(
         runtime_error=None,
         grpc_code=None,
         reports=reports,
-        hosts_dir=settings.registry_config_path.split(":")[0],
+        hosts_dir=settings.hosts_dir,
     )
     if diagnosis is not None:
         report.cause, report.summary = diagnosis.cause, diagnosis.summary

@@ -43,6 +43,7 @@ def node_settings_from(settings: Settings) -> NodeSettings:
         registry_config_path=section.registry_config_path,
         ca_file=Path(section.ca_file) if section.ca_file else None,
         probe_timeout=section.probe_timeout,
+        host_root=section.host_root,
     )
 
 

@@ -142,6 +142,8 @@ class AgentSection(_Section):
     resolv_conf: str = str(defaults.RESOLV_CONF)
     hosts_file: str = str(defaults.HOSTS_FILE)
     registry_config_path: str = defaults.REGISTRY_CONFIG_PATH
+    # where the node's root is mounted (the DaemonSet's /host): remedies name the node's paths
+    host_root: str = Field(default="", max_length=4096)
     ca_file: str | None = None
     probe_timeout: float = Field(default=defaults.PROBE_TIMEOUT, gt=0, le=120)
     connectivity_ttl: float = Field(default=60.0, ge=0)

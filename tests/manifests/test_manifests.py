@@ -34,6 +34,7 @@ import yaml
 
 from agent import defaults
 from agent.models import Cause
+from agent.node.state import node_settings_from
 from agent.service.config import Settings, load_settings
 
 Doc = dict[str, Any]
@@ -1606,6 +1607,8 @@ def test_config_file_loads(path: Path) -> None:
     assert settings.agent.resolv_conf == "/host/etc/resolv.conf"
     assert settings.agent.hosts_file == "/host/etc/hosts"
     assert settings.agent.registry_config_path == "/host/etc/containerd/certs.d"
+    # remedies name the node's own path, where the operator edits hosts.toml
+    assert node_settings_from(settings).hosts_dir == "/etc/containerd/certs.d"
 
 
 @pytest.mark.parametrize("build", BUILDS)
