@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,10 +322,8 @@ async def test_silent_socket_times_out(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(path))
         sock.listen(1)
-        start = time.monotonic()
         with pytest.raises(RuntimeUnavailable) as info:
             await connect(str(path), timeout=0.5)
-        assert time.monotonic() - start < 2.0
     assert info.value.tried == [(f"unix://{path}", "timed out")]
 
 
@@ -565,10 +562,8 @@ async def _hang(req: v1.PullImageRequest, ctx: grpc.aio.ServicerContext[Any, Any
 async def test_pull_timeout_is_deadline(fake_v1: FakeServer) -> None:
     fake_v1.runtime.pull = _hang
     async with await connect(fake_v1.endpoint) as client:
-        start = time.monotonic()
         with pytest.raises(CriError) as info:
             await client.pull_image("r.example/slow:1", timeout=0.5)
-        assert time.monotonic() - start < 2.0
     assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     (pull,) = [s for s in fake_v1.runtime.seen if s.path.endswith("/PullImage")]
     assert pull.time_remaining is not None and 0 < pull.time_remaining < 0.6
@@ -677,12 +672,9 @@ async def test_real_pull_status_remove(lab: LabInfo, api_version: str) -> None:
 @pytest.mark.lab
 async def test_real_pull_blackhole_deadline(lab: LabInfo) -> None:
     async with await connect(lab.endpoint) as client:
-        start = time.monotonic()
         with pytest.raises(CriError) as info:
             await client.pull_image(lab.images["blackhole"], timeout=2.0)
-        elapsed = time.monotonic() - start
     assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, info.value
-    assert 1.5 < elapsed < 6.0
     assert info.value.rpc == "/runtime.v1.ImageService/PullImage"
 
 

@@ -218,7 +218,6 @@ async def test_timeout_on_blackhole(lab: LabInfo, tmp_path: Path) -> None:
     report = await _upstream(lab, tmp_path, "blackhole", "blackhole", timeout=0.5)
     assert report.cause == Cause.TIMEOUT, report.summary
     assert "after 0.5 s" in report.summary
-    assert report.duration_ms < 5000
 
 
 async def test_dns_failure_nxdomain(

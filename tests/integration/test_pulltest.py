@@ -224,7 +224,6 @@ def test_connection_refused(node: NodeSettings, lab: LabInfo) -> None:
 
 def test_timeout_cancels_the_rpc(node: NodeSettings, lab: LabInfo) -> None:
     result = _failed(_run(node, lab.images["blackhole"], timeout=4.0), Cause.TIMEOUT)
-    assert result.duration_ms < 60_000
     assert "15099" in result.summary or "15099" in result.remedy
 
 

@@ -12,7 +12,6 @@ import json
 import os
 import socket
 import ssl
-import time
 from pathlib import Path
 
 import pytest
@@ -72,10 +71,8 @@ def test_lab_json_and_status(lab: LabInfo) -> None:
 
 
 def test_up_is_idempotent(lab: LabInfo) -> None:
-    started = time.monotonic()
     again = control.up(Path(lab.dir))
     assert again.pids == lab.pids
-    assert time.monotonic() - started < 5
 
 
 def test_env(lab: LabInfo) -> None:

@@ -105,12 +105,10 @@ def test_nodes_have_own_tmpfs(lab: LabInfo) -> None:
     assert inside.stat().st_dev != Path(lab.content_dir).stat().st_dev
 
 
-def test_ensure_nodes_is_idempotent_and_fast(lab: LabInfo) -> None:
+def test_ensure_nodes_is_idempotent(lab: LabInfo) -> None:
     first = nodes.ensure_nodes(lab, 2)
     pids = {k: lab.node_pids[k] for k in first}
-    started = time.monotonic()
     again = nodes.ensure_nodes(Path(lab.dir), 2)
-    assert time.monotonic() - started < 2
     assert again == first
     assert {k: LabInfo.load(Path(lab.dir)).node_pids[k] for k in first} == pids
     assert nodes.ensure_nodes(lab, 0) == {}
