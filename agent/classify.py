@@ -64,6 +64,10 @@ VARIANTS: Final = {
         "are all public: the repository does not exist"
     ),
     "reason_only": "only kubelet's reason is shown, not the runtime's error",
+    "runtime_lost": (
+        "the container runtime went away in the middle of the call (the CRI connection "
+        "dropped: the runtime stopped, crashed or restarted)"
+    ),
 }
 
 _ESCAPES: Final = re.compile(r"\\+\"|\\+n|\\+t")
@@ -93,17 +97,29 @@ _ATTEMPTS: Final = re.compile(
 )
 
 # The registry's HTTP status as the runtimes print it ("403 Forbidden", "status: 502",
-# "Status 429 trying …", "HTTP 403 response body", "unexpected status from GET request to …: 401").
+# "Status 429 trying …", "HTTP 403 response body", "unexpected status from GET request to …: 401",
+# containerd 1.6's "failed with status code [manifests 1.0]: 503 <any reason phrase>").
 _STATUS: Final = re.compile(
     r"\b(?P<a>[1-5]\d\d) (?:unauthorized|forbidden|not found|too many requests"
     r"|internal server error|bad gateway|service unavailable|gateway time-?out|bad request"
     r"|request timeout|conflict|method not allowed|not implemented)\b"
     r"|(?:(?-i:HTTP|Status)|status code|unexpected status)\b[^\d\n]{0,80}?"
-    r"\b(?P<b>[1-5]\d\d)\b(?![.:\d])",
+    r"\b(?P<b>[1-5]\d\d)\b(?![.:\d])"
+    r"|\bstatus code \[[^\]\n]{1,300}\]: (?P<c>[1-5]\d\d)\b",
     re.IGNORECASE,
 )
 
 _R = re.IGNORECASE
+
+# A CRI connection that dropped in the middle of a call, as gRPC reports it: Go's client
+# (kubelet, crictl) and grpcio (pullcheck). Read only as the runtime's own error (status
+# UNAVAILABLE, or a pasted text without a registry failure around it), never in a registry's.
+_RUNTIME_LOST: Final = re.compile(
+    r"error reading from server|transport is closing|\bsocket closed\b|recvmsg:"
+    r"|goaway received|connection reset by peer",
+    _R,
+)
+_RUNTIME_LOST_GO: Final = r"error reading from server|transport is closing"
 
 
 def _rule(cause: Cause, pattern: str, variant: str = "") -> tuple[Cause, re.Pattern[str], str]:
@@ -113,6 +129,7 @@ def _rule(cause: Cause, pattern: str, variant: str = "") -> tuple[Cause, re.Patt
 # (cause, pattern, variant) in stage order: the first match in an attempt wins.
 _RULES: Final = (
     # the client cannot talk to the runtime (CRI socket, Docker daemon endpoint)
+    _rule(Cause.RUNTIME_UNAVAILABLE, _RUNTIME_LOST_GO, "runtime_lost"),
     _rule(
         Cause.RUNTIME_UNAVAILABLE,
         r"unknown service runtime\.v1|\bdial unix\b|error during connect:"
@@ -359,7 +376,7 @@ def _status(segment: str) -> tuple[Cause, re.Match[str]] | None:
         continue
     if found is None:
         return None
-    code = int(found.group("a") or found.group("b"))
+    code = int(found.group("a") or found.group("b") or found.group("c"))
     return None if code == 404 else (_status_cause(code), found)
 
 
@@ -411,7 +428,9 @@ def classify(text: str, grpc_code: str | None = None) -> Classification:
     plain = normalize(text)
     code = (grpc_code or "").upper().replace("_", "")
     if code in {"UNAVAILABLE", "UNIMPLEMENTED"} and "failed to pull" not in plain:
-        return Classification(Cause.RUNTIME_UNAVAILABLE, _fragment(plain, 0, 80), "", code)
+        lost = code == "UNAVAILABLE" and _RUNTIME_LOST.search(plain) is not None
+        variant = "runtime_lost" if lost else ""
+        return Classification(Cause.RUNTIME_UNAVAILABLE, _fragment(plain, 0, 80), variant, code)
     if not code:
         named = _GRPC.search(plain)
         code = named.group(1).upper() if named else ""

@@ -225,21 +225,27 @@ def diagnose(
     if evidence is not None and evidence.summary:
         found = _from_report(cause, evidence, reports, image, platform, hosts_dir, text, variant)
         return Diagnosis(found.cause, found.summary, found.remedy, found.findings, verdict.fragment)
-    return Diagnosis(
-        cause,
-        _text_summary(cause, text, image, platform, variant, verdict.fragment),
-        remedy(
-            cause,
-            None,
-            image,
-            platform=platform,
-            hosts_dir=hosts_dir,
-            detail=text,
-            variant=variant,
-        ),
-        path_findings(reports),
-        verdict.fragment,
+    summary = _text_summary(cause, text, image, platform, variant, verdict.fragment)
+    fix = remedy(
+        cause, None, image, platform=platform, hosts_dir=hosts_dir, detail=text, variant=variant
     )
+    gone = _gone_since(cause, reports)
+    if gone is not None:
+        # the transfer broke and the registry now refuses connections: it went down mid-pull
+        summary += f"; {gone.endpoint.url} now refuses connections: the registry went down"
+        fix = (
+            f"Registry {_registry(image) or 'endpoint'} stopped listening during the pull (it "
+            "refuses connections now): check whether it crashed or was restarted (its logs, "
+            "its restart count), and run the test again once it is back. " + fix
+        )
+    return Diagnosis(cause, summary, fix, path_findings(reports), verdict.fragment)
+
+
+def _gone_since(cause: Cause, reports: Sequence[EndpointReport]) -> EndpointReport | None:
+    """The one endpoint that refuses connections after the runtime's transfer from it broke."""
+    if cause is not Cause.CONNECTION_RESET or len(reports) != 1:
+        return None
+    return reports[0] if reports[0].cause is Cause.CONNECTION_REFUSED else None
 
 
 def _cause_of(report: EndpointReport) -> Cause | None:
@@ -313,10 +319,12 @@ def _deadline(
     if reports:
         return Diagnosis(
             Cause.TIMEOUT,
-            f"{lead}; every endpoint answered the probes, so the download itself is slow",
-            "The registry answers, so the transfer is what takes long: give the test a longer "
-            "--timeout for a large image or a slow link, and check the node's bandwidth and any "
-            "proxy on the path.",
+            f"{lead}; every endpoint answered the probes up to the manifest, so the pull "
+            "stalled or crawled in the layer download (the blobs)",
+            "The registry answers its ping and the manifest, so what does not finish is the "
+            "layer download: check the registry's blob storage (a backend that hangs answers "
+            "manifests and stalls blobs), any proxy on the path and the node's bandwidth; for a "
+            "large image on a slow link, give the test a longer --timeout.",
             path_findings(reports),
         )
     return Diagnosis(

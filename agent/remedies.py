@@ -36,6 +36,12 @@ _VARIANT_REMEDIES: Final[dict[str, str]] = {
         "create an imagePullSecret (type kubernetes.io/dockerconfigjson) for it and reference it "
         "from the pod or its service account."
     ),
+    "runtime_lost": (
+        "The container runtime answered and then went away during the pull: find out why it "
+        "stopped (`journalctl -u containerd`, its restart count, OOM kills in `dmesg`, a "
+        "package upgrade or config reload restarting it), make sure it is running again, and "
+        "run the test again; kubelet retries the pull once the runtime is back."
+    ),
     "hub_library": (
         "Docker Hub has no official image of that name: fix the image name (add the "
         "organisation, e.g. myorg/app), or for a locally built image push it to a registry the "

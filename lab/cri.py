@@ -132,9 +132,14 @@ def pull(
 
 
 def remove(endpoint: str, image: str, timeout: float = 30.0) -> None:
-    """CRI RemoveImage (idempotent)."""
+    """CRI RemoveImage; an image that is not there is fine (the CRI says so; some runtime
+    versions answer NOT_FOUND all the same)."""
     request = _bytes_field(1, _image_spec(image))
-    _call(endpoint, "/runtime.v1.ImageService/RemoveImage", request, timeout)
+    try:
+        _call(endpoint, "/runtime.v1.ImageService/RemoveImage", request, timeout)
+    except grpc.RpcError as e:
+        if e.code() is not grpc.StatusCode.NOT_FOUND:
+            raise
 
 
 @dataclass

@@ -32,6 +32,8 @@ log = logging.getLogger("pullcheck.agent")
 T = TypeVar("T")
 
 _READY_TTL: Final = 5.0  # seconds a readiness answer is reused
+# a "not ready" answer is asked again sooner: the agent is ready soon after its runtime is back
+_NOT_READY_TTL: Final = 0.5
 
 
 def node_settings_from(settings: Settings) -> NodeSettings:
@@ -126,7 +128,7 @@ class AgentState:
 
     async def ready(self) -> tuple[bool, str]:
         checked, ok, reason = self._ready
-        if time.monotonic() - checked < _READY_TTL:
+        if time.monotonic() - checked < (_READY_TTL if ok else _NOT_READY_TTL):
             return ok, reason
         try:
             version = await self.cri(lambda c: c.version())

@@ -131,3 +131,53 @@ def test_variant_names_the_mechanism() -> None:
     assert (qps.cause, qps.variant) == (Cause.RATE_LIMITED, "kubelet_qps")
     policy = classify("Source image rejected: A signature was required, but no signature exists")
     assert (policy.cause, policy.variant) == (Cause.FORBIDDEN, "signature_policy")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("Socket closed", "UNAVAILABLE"),  # grpcio, the runtime killed mid-PullImage
+        ("recvmsg:Connection reset by peer", "UNAVAILABLE"),
+        ("rpc error: code = Unavailable desc = error reading from server: EOF", None),  # kubelet
+        (
+            'rpc error: code = Unavailable desc = connection error: desc = "transport is closing"',
+            None,
+        ),
+    ],
+)
+def test_a_runtime_lost_mid_call_is_named_as_such(text: str, code: str | None) -> None:
+    verdict = classify(text, code)
+    assert (verdict.cause, verdict.variant) == (Cause.RUNTIME_UNAVAILABLE, "runtime_lost")
+
+
+def test_a_runtime_never_reached_and_a_registry_reset_are_not_a_lost_runtime() -> None:
+    dial = classify(
+        'rpc error: code = Unavailable desc = connection error: desc = "transport: Error while '
+        'dialing dial unix /run/containerd/containerd.sock: connect: no such file or directory"'
+    )
+    assert (dial.cause, dial.variant) == (Cause.RUNTIME_UNAVAILABLE, "")
+    reset = classify(
+        'failed to pull and unpack image "r.example/a:1": failed to copy: read tcp '
+        "10.0.0.1:1->10.0.0.2:443: read: connection reset by peer",
+        "UNKNOWN",
+    )
+    assert (reset.cause, reset.variant) == (Cause.CONNECTION_RESET, "")
+
+
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [
+        ("503 Service Temporarily Unavailable", Cause.REGISTRY_ERROR),  # nginx's phrase
+        ("504 Gateway Time-out", Cause.REGISTRY_ERROR),
+        ("429 Slow Down", Cause.RATE_LIMITED),  # a phrase no rule knows: the code decides
+        ("401 Authorization Required", Cause.UNAUTHORIZED),
+    ],
+)
+def test_containerd_16_status_form_decides_by_code_not_phrase(status: str, cause: Cause) -> None:
+    """1.6's resolve-stage form puts ``[manifests <tag>]`` between "status code" and the code."""
+    text = (
+        'failed to pull and unpack image "r.example:5000/a/b:1.0": failed to resolve reference '
+        '"r.example:5000/a/b:1.0": pulling from host r.example:5000 failed with status code '
+        f"[manifests 1.0]: {status}"
+    )
+    assert classify(text, "UNKNOWN").cause is cause

@@ -392,10 +392,39 @@ def test_deadline_with_every_endpoint_answering_blames_the_transfer() -> None:
     )
     assert d is not None and d.cause is Cause.TIMEOUT
     assert d.summary == (
-        "the pull did not finish within the 300 s deadline; every endpoint answered the probes, "
-        "so the download itself is slow"
+        "the pull did not finish within the 300 s deadline; every endpoint answered the probes "
+        "up to the manifest, so the pull stalled or crawled in the layer download (the blobs)"
     )
-    assert "--timeout" in d.remedy
+    assert "--timeout" in d.remedy and "blob storage" in d.remedy
+
+
+def test_a_runtime_that_went_away_mid_pull_is_said_so_with_a_remedy() -> None:
+    d = diagnose(
+        image=R,
+        runtime_error="Socket closed",
+        grpc_code="UNAVAILABLE",
+        reports=[_chain("https://r.test/v2", "manifest", None)],
+    )
+    assert d is not None and d.cause is Cause.RUNTIME_UNAVAILABLE
+    assert d.summary.startswith("the container runtime went away in the middle of the call")
+    assert d.summary.endswith(": Socket closed")
+    assert "journalctl -u containerd" in d.remedy and "start containerd" not in d.remedy
+
+
+def test_a_transfer_broken_by_a_registry_that_now_refuses_says_the_registry_went_down() -> None:
+    text = (
+        'failed to pull and unpack image "r.test/a:1": failed to copy: httpReadSeeker: failed '
+        'open: failed to do request: Get "http://r.test/v2/a/blobs/sha256:0a": EOF'
+    )
+    refused = _chain("http://r.test/v2", "tcp", Cause.CONNECTION_REFUSED, "TCP connect refused")
+    d = diagnose(image="r.test/a:1", runtime_error=text, grpc_code="UNKNOWN", reports=[refused])
+    assert d is not None and d.cause is Cause.CONNECTION_RESET
+    assert d.summary.endswith("; http://r.test/v2 now refuses connections: the registry went down")
+    assert d.remedy.startswith("Registry r.test stopped listening during the pull")
+    answering = _chain("http://r.test/v2", "manifest", None)
+    d = diagnose(image="r.test/a:1", runtime_error=text, grpc_code="UNKNOWN", reports=[answering])
+    assert d is not None and d.cause is Cause.CONNECTION_RESET
+    assert "went down" not in d.summary and "stopped listening" not in d.remedy
 
 
 # --- registry server errors get a remedy that says what to check (issue 10) --------------------
