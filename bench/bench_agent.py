@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cli_options import bounded_int, env_setting, use_tree
 
-from lab import access, control
+from lab import access, control, procstat
 from lab.info import LabInfo
 from lab.servers import TOKEN, Server, agent_config, server
 
@@ -46,23 +46,12 @@ HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 PARTS = ("rss", "storm", "rps", "single-flight")
 
 
-def _status_mib(pid: int) -> dict[str, float]:
-    """VmRSS, its peak (VmHWM) and its split: RssAnon (private heap) and RssFile (mapped
-    shared libraries)."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    found = {}
-    for key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-        match = re.search(rf"{key}:\s+(\d+) kB", status)
-        found[key] = int(match.group(1)) / 1024 if match else float("nan")
-    return found
-
-
 def idle_rss(lab: LabInfo, workdir: Path, runs: int) -> list[dict[str, float]]:
     values = []
     for _ in range(runs):
         with server("agent", agent_config(lab, workdir / "token", lab.endpoint), workdir) as srv:
             time.sleep(3)  # the first connectivity round and readiness check run at start-up
-            values.append(_status_mib(srv.proc.pid))
+            values.append(procstat.status_mib(srv.proc.pid))
     return values
 
 
@@ -156,17 +145,17 @@ def storm_rss(lab: LabInfo, workdir: Path, runs: int) -> list[dict[str, float]]:
         with server("agent", _storm_config(lab, workdir), workdir, name="storm") as srv:
             time.sleep(3)  # the first connectivity round and readiness check, as for rss
             pid = srv.proc.pid
-            idle = _status_mib(pid)["VmRSS"]
-            Path(f"/proc/{pid}/clear_refs").write_text("5")  # peak := current
+            idle = procstat.status_mib(pid)["VmRSS"]
+            procstat.reset_peak(pid)
             _storm(srv, image)
-            status = _status_mib(pid)
+            status = procstat.status_mib(pid)
             time.sleep(3)
             values.append(
                 {
                     "idle": idle,
                     "peak": status["VmHWM"],
                     "after": status["VmRSS"],
-                    "settled": _status_mib(pid)["VmRSS"],
+                    "settled": procstat.status_mib(pid)["VmRSS"],
                 }
             )
     return values

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -38,18 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cli_options import bounded_int, use_tree
 
-from lab import control
+from lab import control, procstat
 from lab.info import LabInfo
 from lab.servers import TOKEN, agent_config, merge, server
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
 BENCH = Path(__file__).resolve().parent
-
-
-def status_mib(pid: int, key: str) -> float:
-    """``key`` (VmRSS, VmHWM …) of process ``pid`` in MiB."""
-    match = re.search(rf"{key}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
-    return int(match.group(1)) / 1024 if match else float("nan")
 
 
 async def _direct(ports: list[int], image: str) -> float:
@@ -140,10 +133,10 @@ def run(
                 else:
                     aggregated.append(_aggregated(agg.url, image, agents))
                     direct.append(asyncio.run(_direct(ports, image)))
-            rss = status_mib(agg.proc.pid, "VmRSS")
-            peak = status_mib(agg.proc.pid, "VmHWM")
-            host_rss = status_mib(host.pid, "VmRSS")
-            host_peak = status_mib(host.pid, "VmHWM")
+            rss = procstat.status_mib(agg.proc.pid)["VmRSS"]
+            peak = procstat.status_mib(agg.proc.pid)["VmHWM"]
+            host_rss = procstat.status_mib(host.pid)["VmRSS"]
+            host_peak = procstat.status_mib(host.pid)["VmHWM"]
     finally:
         host.terminate()
         host.wait(timeout=30)

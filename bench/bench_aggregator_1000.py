@@ -48,9 +48,9 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_aggregator import status_mib
 from cli_options import bounded_int
 
+from lab import procstat
 from lab.servers import TOKEN, free_port, stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,7 +193,7 @@ def aggregator(
     try:
         ready_s = _wait_checked(url, proc, len(static), started, workdir / f"{name}.log")
         time.sleep(1.0)  # settle: the first readiness round's connections expire after 2 s
-        yield Aggregator(label, url, proc, ready_s, status_mib(proc.pid, "VmRSS"))
+        yield Aggregator(label, url, proc, ready_s, procstat.status_mib(proc.pid)["VmRSS"])
     finally:
         stop(proc)
 
@@ -313,8 +313,8 @@ def run_scenario(
                 "cpu_s_per_answer": round(statistics.median(r.cpu_s for r in whole), 3),
                 "cpu_s_per_ndjson": round(statistics.median(r.cpu_s for r in lines), 3),
                 "rss_idle_mib": round(agg.idle_rss, 1),
-                "rss_after_mib": round(status_mib(agg.proc.pid, "VmRSS"), 1),
-                "rss_peak_mib": round(status_mib(agg.proc.pid, "VmHWM"), 1),
+                "rss_after_mib": round(procstat.status_mib(agg.proc.pid)["VmRSS"], 1),
+                "rss_peak_mib": round(procstat.status_mib(agg.proc.pid)["VmHWM"], 1),
             }
     return {
         "scenario": name,

@@ -13,7 +13,7 @@ from lab import nodes, scenario
 from lab.info import LabInfo
 from lab.servers import TOKEN, Server, agent_config, merge, server
 
-__all__ = ["lab_cluster", "pulltest", "wait_discovered"]
+__all__ = ["lab_cluster", "pulltest", "static_discovery", "wait_discovered"]
 
 DISCOVERY_DEADLINE = 30.0  # seconds for the aggregator to list every planned agent
 
@@ -51,6 +51,15 @@ def lab_cluster(
             yield info, agg
     finally:
         scenario.apply(lab.dir, [scenario.NodePlan(p.name) for p in plans])
+
+
+def static_discovery(names: list[str]) -> dict[str, Any]:
+    """An aggregator ``discovery`` section listing exactly ``names``' agents, by node name (the
+    ``aggregator`` argument of ``lab_cluster``: its fan-outs reach no other lab node)."""
+    return {
+        "mode": "static",
+        "agents": [f"{n}={nodes.agent_url(n).removeprefix('http://')}" for n in names],
+    }
 
 
 def wait_discovered(agg: Server, names: list[str]) -> None:
