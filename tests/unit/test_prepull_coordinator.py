@@ -89,6 +89,62 @@ async def test_present_images_are_done_and_missing_ones_are_pulled(tmp_path: Pat
     assert json.loads(pulled.body) == {"image": MISSING, "policy": "IfNotPresent", "timeout": 600}
 
 
+async def test_a_new_run_pulls_again_what_the_node_no_longer_has(tmp_path: Path) -> None:
+    """kubelet's image garbage collection removed a pre-pulled image: the next run pulls it."""
+    agent = ReplayAgent("node-1", {**READY, "/v1/prepull": "prepull-good"})
+    target = AgentTarget("node-1.test", 8479, node="node-1")
+    jobs = tmp_path / "jobs.yaml"
+    job = {"name": "warm", "images": [PRESENT], "schedule": "0 3 1 1 *", "retries": {"attempts": 1}}
+    jobs.write_text(yaml.safe_dump({"jobs": [job]}))
+
+    async def discovered() -> list[AgentTarget]:
+        return [target]
+
+    client = AgentClient(transport=Agents({"node-1.test:8479": agent}))
+    coordinator = PrepullCoordinator(
+        jobs_file=jobs,
+        missing_ok=False,
+        poll_interval=60,
+        tick=0.02,
+        agents=discovered,
+        client=client,
+        label=lambda t: t.node or t.label,
+    )
+
+    async def settled() -> JobStatus:
+        async with asyncio.timeout(20):
+            while (status := coordinator.status("warm")) is None or status.running:
+                await asyncio.sleep(0.02)
+        return status
+
+    async def run_once() -> JobStatus:
+        await settled()
+        assert coordinator.start("warm", ["node-1"])
+        return await settled()
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(coordinator.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            while "node-1" not in coordinator.known:
+                await asyncio.sleep(0.02)
+        first = await run_once()  # present: done without a pull
+        assert [i.summary for i in first.nodes] == ["present on the node"]
+        assert not [s for s in agent.seen if s.path == "/v1/prepull"]
+        again = await run_once()  # still present: still nothing to pull
+        assert [i.phase for i in again.nodes] == [Phase.DONE]
+        assert not [s for s in agent.seen if s.path == "/v1/prepull"]
+        agent.routes["/v1/images"] = "images-none"  # garbage-collected since
+        third = await run_once()
+    finally:
+        stop.set()
+        await running
+        await client.aclose()
+    (pulled,) = [s for s in agent.seen if s.path == "/v1/prepull"]
+    assert json.loads(pulled.body)["image"] == PRESENT
+    assert [(i.phase, i.skipped) for i in third.nodes] == [(Phase.DONE, False)]
+
+
 @pytest.mark.parametrize(
     ("answer", "cause", "says"),
     [

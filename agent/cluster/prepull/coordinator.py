@@ -14,7 +14,8 @@
   retries and rate-limit pauses.
 * Nothing is persisted: on start every job's state is rebuilt from the nodes' images (CRI
   ListImages through the agents); pairs already present are done, missing ones are pulled, so a
-  wave cut short by a restart resumes.
+  wave cut short by a restart resumes. Each new run asks the nodes' image lists again, so an
+  image removed since (kubelet's image garbage collection) is pulled again.
 """
 
 from __future__ import annotations
@@ -47,6 +48,11 @@ log = logging.getLogger("pullcheck.prepull")
 
 _GRACE = 15.0  # seconds an agent may take beyond a pull's own timeout
 _IMAGES_DEADLINE = 30.0  # seconds for one node's image list
+
+
+def _listed(image: str, present: set[str]) -> bool:
+    """``image`` is among a node's references (as written or normalised)."""
+    return image in present or parse(image).normalized in present
 
 
 def _now_iso() -> str:
@@ -238,7 +244,7 @@ class PrepullCoordinator:
                     key = (node, image)
                     if key in state.statuses and state.statuses[key].phase is Phase.DONE:
                         continue
-                    if parse(image).normalized in present[node] or image in present[node]:
+                    if _listed(image, present[node]):
                         state.statuses[key] = NodeImageStatus(
                             node=node,
                             image=image,
@@ -267,11 +273,20 @@ class PrepullCoordinator:
         state.last_started = _now_iso()
         state.follow_up = True
         log.info("prepull run started", extra={"fields": {"job": job.name, "nodes": len(nodes)}})
-        # a new run pulls again what failed or is missing on its nodes; done pairs stay done,
-        # except with Always, where the agent re-checks the tag's digest (and skips if current)
+        # a new run pulls again what failed or is missing on its nodes: done pairs whose image
+        # the node no longer lists (kubelet's image garbage collection) included; with Always
+        # every pair goes to the agent, which re-checks the tag's digest (and skips if current)
         chosen = set(nodes)
+        asked = [n for n in nodes if n in self.known]
+        present = dict(
+            zip(asked, await asyncio.gather(*(self._present(n) for n in asked)), strict=True)
+        )
         for key, item in list(state.statuses.items()):
-            if key[0] in chosen and (item.phase is not Phase.DONE or job.policy == "Always"):
+            node, image = key
+            if node not in chosen:
+                continue
+            gone = node in present and not _listed(image, present[node])
+            if item.phase is not Phase.DONE or job.policy == "Always" or gone:
                 del state.statuses[key]
         try:
             await run_job(
