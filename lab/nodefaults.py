@@ -12,6 +12,9 @@ Each kind, how it is made (inside the node only), and what containerd then says:
   ``connect: connection refused``
 * ``mtu-blackhole``: packets over 1400 bytes from 10.99.0.1 dropped at ingress (a path-MTU
   black hole) -> ``net/http: TLS handshake timeout``; plain-HTTP blobs stall
+* ``packet-loss``: half of the packets from 10.99.0.1 dropped at random at ingress (nftables
+  ``numgen random``, as ``tc netem loss 50%`` would) -> TCP retransmits: pulls and probes slow
+  down and may still work; what breaks first is whatever has the shortest deadline
 * ``ca-missing``: the node's hosts.toml files lose their ``ca`` (the private CA) ->
   ``x509: certificate signed by unknown authority``
 * ``dead-mirror``: a refused mirror first in the plain and TLS registries' hosts.toml -> the
@@ -23,8 +26,8 @@ Each kind, how it is made (inside the node only), and what containerd then says:
 
 Network faults are one nftables table each (``pclab_fault_<kind>``) in the node's namespace, so
 any combination can be on. The active faults are kept in the node's ``node.json`` and put back if
-the node is re-created. Packet loss and delay need ``tc netem``, which this kernel lacks
-(``CONFIG_NET_SCH_NETEM`` is not set): not offered.
+the node is re-created. Delay needs ``tc netem``, which this kernel lacks
+(``CONFIG_NET_SCH_NETEM`` is not set): not offered; packet loss is made with nftables instead.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ __all__ = ["KINDS", "PROXY_URL", "active", "clear", "proxy_for", "reapply", "set
 PROXY_PORT = 3128  # nothing listens there on the gateway: the proxy refuses
 PROXY_URL = f"http://{netns.GATEWAY}:{PROXY_PORT}"
 MTU = 1400
+LOSS_PERCENT = 50
 DEAD_MIRROR = REGISTRIES["refused"]
 
 _G = netns.GATEWAY
@@ -81,6 +85,11 @@ _NFT: dict[str, tuple[str, str]] = {
         "netdev",
         "chain in { type filter hook ingress device eth0 priority 0; policy accept;\n"
         f"  ip saddr {_G} meta length > {MTU} drop\n}}",
+    ),
+    "packet-loss": (
+        "netdev",
+        "chain in { type filter hook ingress device eth0 priority 0; policy accept;\n"
+        f"  ip saddr {_G} numgen random mod 100 < {LOSS_PERCENT} drop\n}}",
     ),
 }
 KINDS = (*_NFT, "ca-missing", "dead-mirror", "disk-full", "proxy-refused")
