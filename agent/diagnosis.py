@@ -199,7 +199,7 @@ def diagnose(
     if runtime_error is None:
         if decided is None or decided.cause is None:
             return None
-        return _from_report(_cause_of(decided), decided, reports, image, platform, hosts_dir)
+        return _from_report(decided.cause, decided, reports, image, platform, hosts_dir)
     text = sanitize_error(runtime_error)
     if deadline is not None:
         return _deadline(deadline, reports, image, platform, hosts_dir)
@@ -213,15 +213,15 @@ def diagnose(
         and (depth is None or depth < _depth(decided))
     ):
         # the probes got further than the failure the runtime names (or it names none)
-        found = _from_report(_cause_of(decided), decided, reports, image, platform, hosts_dir)
+        found = _from_report(decided.cause, decided, reports, image, platform, hosts_dir)
         if depth is not None:
             found.findings.append(
                 Finding(cause=cause, summary=_runtime_line(text), source="runtime")
             )
         return found
     variant = verdict.variant if cause is verdict.cause else ""
-    evidence = decided if decided is not None and _cause_of(decided) is cause else None
-    evidence = evidence or next((r for r in reports if _cause_of(r) is cause), None)
+    evidence = decided if decided is not None and decided.cause is cause else None
+    evidence = evidence or next((r for r in reports if r.cause is cause), None)
     if evidence is not None and evidence.summary:
         found = _from_report(cause, evidence, reports, image, platform, hosts_dir, text, variant)
         return Diagnosis(found.cause, found.summary, found.remedy, found.findings, verdict.fragment)
@@ -246,13 +246,6 @@ def _gone_since(cause: Cause, reports: Sequence[EndpointReport]) -> EndpointRepo
     if cause is not Cause.CONNECTION_RESET or len(reports) != 1:
         return None
     return reports[0] if reports[0].cause is Cause.CONNECTION_REFUSED else None
-
-
-def _cause_of(report: EndpointReport) -> Cause | None:
-    """The report's cause, with an HTTP 5xx the probes could not name read as registry_error."""
-    if report.cause is Cause.UNKNOWN and _server_error(report, ""):
-        return Cause.REGISTRY_ERROR
-    return report.cause
 
 
 def _from_report(

@@ -440,10 +440,10 @@ def test_http_500_from_the_registry_gets_a_specific_remedy() -> None:
         "policy.pullcheck.test:15080 failed with status code [manifests 1.0]: 500 Internal "
         "Server Error"
     )
-    report = _chain(
+    report = _chain(  # what the manifest probe reports for a 5xx
         POLICY,
         "manifest",
-        Cause.UNKNOWN,
+        Cause.REGISTRY_ERROR,
         f"HEAD {BROKEN_URL} → 500 Internal Server Error",
         evidence={"kind": "manifest", "url": BROKEN_URL, "status": 500},
     )
