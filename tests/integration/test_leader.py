@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +28,7 @@ from lab.info import LabInfo
 from lab.servers import Server, agent_config, merge, server
 from tests.fakes.kube_api import FakeKubeApi, make_kube_tls, serve_kube_api
 from tests.integration.conftest import NODES
+from tests.polling import until
 
 pytestmark = pytest.mark.lab
 
@@ -141,17 +142,6 @@ def _holder(api: FakeKubeApi) -> tuple[str, int]:
     return str(spec.get("holderIdentity", "")), int(spec.get("leaseTransitions", 0))
 
 
-def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout:g} s (last: {last!r})")
-
-
 def _job_status(srv: Server) -> dict[str, Any] | None:
     try:
         reply = srv.client().get("/v1/prepull/jobs/wave")
@@ -194,7 +184,7 @@ def test_a_follower_forwards_job_status_and_run_now_to_the_leader(
     kube_api: FakeKubeApi, replicas: tuple[dict[str, Server], list[str]]
 ) -> None:
     started, _images = replicas
-    leader = _until(lambda: _holder(kube_api)[0], 20, "a replica leads")
+    leader = until(lambda: _holder(kube_api)[0], 20, "a replica leads")
     follower = next(me for me in started if me != leader)
     lease = kube_api.lease(NAMESPACE, LEASE)
     assert lease is not None
@@ -234,7 +224,7 @@ def test_killing_the_leader_mid_wave_hands_the_wave_over_without_pulling_twice(
     lab: LabInfo, kube_api: FakeKubeApi, replicas: tuple[dict[str, Server], list[str]]
 ) -> None:
     started, images = replicas
-    leader = _until(lambda: _holder(kube_api)[0], 20, "a replica leads")
+    leader = until(lambda: _holder(kube_api)[0], 20, "a replica leads")
     follower = next(me for me in started if me != leader)
     _, transitions = _holder(kube_api)
     total = NODES * IMAGES
@@ -245,7 +235,7 @@ def test_killing_the_leader_mid_wave_hands_the_wave_over_without_pulling_twice(
         body = _job_status(started[leader])
         return body is not None and 2 <= body["images_ready"] <= total - IMAGES
 
-    _until(mid_wave, 60, "the wave is under way")
+    until(mid_wave, 60, "the wave is under way")
     started[leader].proc.kill()  # SIGKILL: no release, no goodbye
     started[leader].proc.wait()
     # until the lease expires there is no leader to forward to, and the follower says so
@@ -257,14 +247,14 @@ def test_killing_the_leader_mid_wave_hands_the_wave_over_without_pulling_twice(
     # clock, counted from when it saw the last renewal — up to one jittered retry period (x2.2)
     # after the kill — and notices at its next try (another period at most); 1 s for the API
     bound = LEASE_DURATION + 2 * RETRY_PERIOD * 2.2 + 1.0
-    _until(lambda: _holder(kube_api)[0] == follower, bound, "the follower takes the lease")
+    until(lambda: _holder(kube_api)[0] == follower, bound, "the follower takes the lease")
     assert _holder(kube_api)[1] == transitions + 1
 
-    body = _until(
-        lambda: (b := _job_status(started[follower])) and b["images_ready"] == total and b,
-        90,
-        "the new leader finishes the wave",
-    )
+    def finished() -> dict[str, Any] | None:
+        b = _job_status(started[follower])
+        return b if b and b["images_ready"] == total else None
+
+    body = until(finished, 90, "the new leader finishes the wave")
     assert body["leader"] == follower
     assert all(n["phase"] == "done" for n in body["nodes"]) and len(body["nodes"]) == total
     # what the dead leader had finished was found on the nodes, not pulled again

@@ -17,11 +17,9 @@ import asyncio
 import contextlib
 import os
 import signal
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -31,22 +29,12 @@ from agent.pulltest import NodeSettings, PullTestRequest, run_pull_test
 from lab import chaos, cri, nodefiles, nodes, scenario, services, state
 from lab.info import LabInfo
 from lab.nodefiles import NodeFiles
+from tests.polling import until
 
 NODE = "node-1"
 MIB = 1024 * 1024
 SLOW = 2 * MIB  # bytes per second the node receives while its containerd is killed
 WAIT = 30.0  # seconds any one state is waited for (not a speed claim: a bound on a hang)
-
-
-def _wait(what: str, check: Any, timeout: float = WAIT) -> Any:
-    """``check()``'s first truthy answer, polled; AssertionError naming ``what`` if none."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:g} s")
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +81,9 @@ def test_containerd_killed_mid_pull(lab: LabInfo, node_agent: httpx.Client) -> N
     image = lab.images["big"]
     pids = state.recorded_pids(paths)
     agent_pid, containerd_pid = pids[f"agent-{NODE}"], pids[f"containerd-{NODE}"]
-    _wait("the agent ready before the fault", lambda: _ready(node_agent) == 200)
+    until(
+        lambda: _ready(node_agent) == 200, WAIT, "the agent ready before the fault", interval=0.05
+    )
     params = {"image": image, "mode": "pull", "timeout": "60"}
     try:
         with chaos.slow_downloads(lab, NODE, SLOW), ThreadPoolExecutor(1) as pool:
@@ -102,17 +92,27 @@ def test_containerd_killed_mid_pull(lab: LabInfo, node_agent: httpx.Client) -> N
             chaos.drop_leases(lab, NODE)
             before = _ingests(lab)
             reply = pool.submit(node_agent.get, "/v1/pulltest", params=params)
-            _wait("the node's pull under way", lambda: _mid_pull(lab, before))
+            until(lambda: _mid_pull(lab, before), WAIT, "the node's pull under way")
             os.kill(containerd_pid, signal.SIGKILL)
             body = reply.result().json()
         assert body["success"] is False, body
         assert body["cause"] == "runtime_unavailable", body
         assert body["summary"].startswith("the container runtime went away in the middle of"), body
         assert "journalctl -u containerd" in body["remedy"]
-        _wait("/readyz 503 while containerd is down", lambda: _ready(node_agent) == 503)
+        until(
+            lambda: _ready(node_agent) == 503,
+            WAIT,
+            "/readyz 503 while containerd is down",
+            interval=0.05,
+        )
         assert node_agent.get("/readyz").json()["ready"] is False
         nodes.restart_containerd(lab, NODE)
-        _wait("/readyz 200 once containerd is back", lambda: _ready(node_agent) == 200)
+        until(
+            lambda: _ready(node_agent) == 200,
+            WAIT,
+            "/readyz 200 once containerd is back",
+            interval=0.05,
+        )
     finally:
         if not services.owned(state.recorded_pids(paths)[f"containerd-{NODE}"], paths.dir):
             nodes.restart_containerd(lab, NODE)

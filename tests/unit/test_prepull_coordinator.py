@@ -6,9 +6,11 @@ agents (``tests/unit/data/agent_answers``); a down agent is a really closed port
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -34,21 +36,12 @@ def _settled(status: JobStatus) -> bool:
     )
 
 
-async def _run_until(
-    tmp_path: Path,
-    agents: dict[str, ReplayAgent],
-    targets: list[AgentTarget],
-    done: Callable[[JobStatus], bool] = _settled,
-) -> JobStatus:
-    """Run the coordinator over ``targets`` until the job's status is ``done``."""
+@contextlib.asynccontextmanager
+async def _running(
+    tmp_path: Path, agents: dict[str, ReplayAgent], targets: list[AgentTarget], job: dict[str, Any]
+) -> AsyncIterator[PrepullCoordinator]:
+    """A coordinator running job ``job`` over ``targets`` (answered by ``agents``)."""
     jobs = tmp_path / "jobs.yaml"
-    job = {
-        "name": "warm",
-        "images": [PRESENT, MISSING],
-        "on_new_node": True,
-        "retries": {"attempts": 1},
-        "pacing": {"max_parallel_nodes": "100%", "jitter": 0},
-    }
     jobs.write_text(yaml.safe_dump({"jobs": [job]}))
 
     async def discovered() -> list[AgentTarget]:
@@ -67,15 +60,38 @@ async def _run_until(
     stop = asyncio.Event()
     running = asyncio.create_task(coordinator.run(stop))
     try:
-        async with asyncio.timeout(20):
-            while (status := coordinator.status("warm")) is None or not done(status):
-                await asyncio.sleep(0.02)
+        yield coordinator
     finally:
         stop.set()
         await running
         await client.aclose()
-    assert status is not None
+
+
+async def _status_when(
+    coordinator: PrepullCoordinator, done: Callable[[JobStatus], bool]
+) -> JobStatus:
+    async with asyncio.timeout(20):
+        while (status := coordinator.status("warm")) is None or not done(status):
+            await asyncio.sleep(0.02)
     return status
+
+
+async def _run_until(
+    tmp_path: Path,
+    agents: dict[str, ReplayAgent],
+    targets: list[AgentTarget],
+    done: Callable[[JobStatus], bool] = _settled,
+) -> JobStatus:
+    """Run the coordinator over ``targets`` until the job's status is ``done``."""
+    job = {
+        "name": "warm",
+        "images": [PRESENT, MISSING],
+        "on_new_node": True,
+        "retries": {"attempts": 1},
+        "pacing": {"max_parallel_nodes": "100%", "jitter": 0},
+    }
+    async with _running(tmp_path, agents, targets, job) as coordinator:
+        return await _status_when(coordinator, done)
 
 
 async def test_present_images_are_done_and_missing_ones_are_pulled(tmp_path: Path) -> None:
@@ -93,38 +109,19 @@ async def test_a_new_run_pulls_again_what_the_node_no_longer_has(tmp_path: Path)
     """kubelet's image garbage collection removed a pre-pulled image: the next run pulls it."""
     agent = ReplayAgent("node-1", {**READY, "/v1/prepull": "prepull-good"})
     target = AgentTarget("node-1.test", 8479, node="node-1")
-    jobs = tmp_path / "jobs.yaml"
     job = {"name": "warm", "images": [PRESENT], "schedule": "0 3 1 1 *", "retries": {"attempts": 1}}
-    jobs.write_text(yaml.safe_dump({"jobs": [job]}))
+    agents = {"node-1.test:8479": agent}
 
-    async def discovered() -> list[AgentTarget]:
-        return [target]
+    def idle(status: JobStatus) -> bool:
+        return not status.running
 
-    client = AgentClient(transport=Agents({"node-1.test:8479": agent}))
-    coordinator = PrepullCoordinator(
-        jobs_file=jobs,
-        missing_ok=False,
-        poll_interval=60,
-        tick=0.02,
-        agents=discovered,
-        client=client,
-        label=lambda t: t.node or t.label,
-    )
+    async with _running(tmp_path, agents, [target], job) as coordinator:
 
-    async def settled() -> JobStatus:
-        async with asyncio.timeout(20):
-            while (status := coordinator.status("warm")) is None or status.running:
-                await asyncio.sleep(0.02)
-        return status
+        async def run_once() -> JobStatus:
+            await _status_when(coordinator, idle)
+            assert coordinator.start("warm", ["node-1"])
+            return await _status_when(coordinator, idle)
 
-    async def run_once() -> JobStatus:
-        await settled()
-        assert coordinator.start("warm", ["node-1"])
-        return await settled()
-
-    stop = asyncio.Event()
-    running = asyncio.create_task(coordinator.run(stop))
-    try:
         async with asyncio.timeout(20):
             while "node-1" not in coordinator.known:
                 await asyncio.sleep(0.02)
@@ -136,10 +133,6 @@ async def test_a_new_run_pulls_again_what_the_node_no_longer_has(tmp_path: Path)
         assert not [s for s in agent.seen if s.path == "/v1/prepull"]
         agent.routes["/v1/images"] = "images-none"  # garbage-collected since
         third = await run_once()
-    finally:
-        stop.set()
-        await running
-        await client.aclose()
     (pulled,) = [s for s in agent.seen if s.path == "/v1/prepull"]
     assert json.loads(pulled.body)["image"] == PRESENT
     assert [(i.phase, i.skipped) for i in third.nodes] == [(Phase.DONE, False)]
