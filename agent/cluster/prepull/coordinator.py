@@ -99,6 +99,7 @@ class PrepullCoordinator:
         self._client = client
         self.readiness = readiness if readiness is not None else AgentReadiness(client)
         self._label = label
+        self._keys: dict[str, str] = {}  # agent url -> the name its pairs are kept under
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.caps = RegistryCaps()
@@ -150,7 +151,11 @@ class PrepullCoordinator:
             for node in targets:
                 for image in job.images:
                     stored = state.statuses.get((node, image))
-                    entries.append(stored if stored is not None else self._waiting(node, image))
+                    entry = stored if stored is not None else self._waiting(node, image)
+                    shown = self._shown(node)
+                    entries.append(
+                        entry if shown == node else entry.model_copy(update={"node": shown})
+                    )
         return JobStatus(
             name=job.name,
             schedule=job.schedule,
@@ -201,14 +206,29 @@ class PrepullCoordinator:
     def _ready_targets(self, job: Job) -> list[str]:
         return [n for n in self._targets(job) if n in self.known]
 
+    def _key(self, target: AgentTarget) -> str:
+        """The name a node's pairs are kept under: the one it was first seen with. DNS discovery
+        knows addresses only and the node's name is learnt from an answer later (any cluster
+        request); re-keying then would orphan the pairs of a running wave, which never ends."""
+        return self._keys.setdefault(target.url, self._label(target))
+
+    def _shown(self, key: str) -> str:
+        """The node's name as known now (its learnt name once there is one)."""
+        target = self.discovered.get(key)
+        return self._label(target) if target is not None else key
+
     async def _refresh_nodes(self) -> list[str]:
         """Nodes whose agents became ready since the last call (new ones asked at once)."""
-        current = {self._label(t): t for t in await self._agents()}
+        agents = await self._agents()
+        current = {self._key(t): t for t in agents}
         for name in [n for n in self.discovered if n not in current]:
             # a node that left the cluster: forget it and its pairs
             for state in self.jobs.values():
                 for key in [k for k in state.statuses if k[0] == name]:
                     del state.statuses[key]
+        listed = {t.url for t in agents}
+        for url in [u for u in self._keys if u not in listed]:
+            del self._keys[url]  # back later: named afresh
         self.discovered = current
         await self.readiness.check(self.readiness.due(current.values()))
         ready = {
