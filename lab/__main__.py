@@ -55,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("env", help="print `export K=V` lines pointing pullcheck at the lab")
     verify = sub.add_parser("verify", help="pull every lab image via CRI and check the outcome")
     verify.add_argument("--markdown", action="store_true", help="print a markdown table")
+    verify.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=None,
+        help="pull through a lab node (without faults) running this containerd "
+        "(default: the lab's own containerd 1.6, on loopback)",
+    )
     verify.add_argument("keys", nargs="*", help="only these image keys")
     args = parser.parse_args(argv)
 
@@ -102,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "verify":
             from lab.verify import run
 
-            return run(LabInfo.load(args.dir), args.keys, markdown=args.markdown)
+            return run(
+                LabInfo.load(args.dir), args.keys, markdown=args.markdown, runtime=args.runtime
+            )
     except LabError as e:
         print(f"lab {args.command} failed: {e}", file=sys.stderr)
         return 1
