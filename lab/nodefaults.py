@@ -11,7 +11,8 @@ Each kind, how it is made (inside the node only), and what containerd then says:
 * ``registry-refused``: TCP to the registry ports rejected with a reset ->
   ``connect: connection refused``
 * ``mtu-blackhole``: packets over 1400 bytes from 10.99.0.1 dropped at ingress (a path-MTU
-  black hole) -> ``net/http: TLS handshake timeout``; plain-HTTP blobs stall
+  black hole) -> the TLS handshake and the manifest fit, the first full-size segment of a blob
+  never arrives: the pull stalls until the caller's deadline (every probe passes)
 * ``packet-loss``: half of the packets from 10.99.0.1 dropped at random at ingress (nftables
   ``numgen random``, as ``tc netem loss 50%`` would) -> TCP retransmits: pulls and probes slow
   down and may still work; what breaks first is whatever has the shortest deadline
