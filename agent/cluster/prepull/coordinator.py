@@ -201,7 +201,11 @@ class PrepullCoordinator:
         names = job.nodes.names
         if job.nodes.labels:  # no discovery mode knows node labels yet: nothing matches
             return []
-        return sorted(n for n in self.discovered if any(fnmatchcase(n, g) for g in names))
+        return sorted(
+            n
+            for n in self.discovered
+            if any(fnmatchcase(n, g) or fnmatchcase(self._shown(n), g) for g in names)
+        )
 
     def _ready_targets(self, job: Job) -> list[str]:
         return [n for n in self._targets(job) if n in self.known]
