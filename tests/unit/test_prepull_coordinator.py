@@ -9,11 +9,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from starlette.types import Receive, Scope, Send
 
 from agent.cluster.client import AgentClient
 from agent.cluster.discovery import AgentTarget
@@ -136,6 +138,60 @@ async def test_a_new_run_pulls_again_what_the_node_no_longer_has(tmp_path: Path)
     (pulled,) = [s for s in agent.seen if s.path == "/v1/prepull"]
     assert json.loads(pulled.body)["image"] == PRESENT
     assert [(i.phase, i.skipped) for i in third.nodes] == [(Phase.DONE, False)]
+
+
+@dataclass
+class _GatedAgent(ReplayAgent):
+    """A replayed agent whose pre-pull answers wait for ``gate`` (a pull under way)."""
+
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == "/v1/prepull":
+            self.arrived.set()
+            await self.gate.wait()
+        await super().__call__(scope, receive, send)
+
+
+async def test_a_node_named_in_the_middle_of_a_wave_keeps_its_pairs(tmp_path: Path) -> None:
+    """DNS discovery: a node is known by its address until an answer names it. A name learnt
+    while its pull runs must not orphan the wave's pairs (the wave never ended)."""
+    agent = _GatedAgent("node-1", {**READY, "/v1/prepull": "prepull-good"})
+    target = AgentTarget("10.0.0.1", 8479)  # no node name, as DNS discovery finds it
+    learnt: dict[str, str] = {}
+    job = {"name": "warm", "images": [MISSING], "on_new_node": True, "retries": {"attempts": 1}}
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(yaml.safe_dump({"jobs": [job]}))
+
+    async def discovered() -> list[AgentTarget]:
+        return [target]
+
+    client = AgentClient(transport=Agents({"10.0.0.1:8479": agent}))
+    coordinator = PrepullCoordinator(
+        jobs_file=jobs,
+        missing_ok=False,
+        poll_interval=60,
+        tick=0.02,
+        agents=discovered,
+        client=client,
+        label=lambda t: t.node or learnt.get(t.url) or t.label,
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(coordinator.run(stop))
+    try:
+        async with asyncio.timeout(20):
+            await agent.arrived.wait()
+            learnt[target.url] = "node-1"  # e.g. a cluster pull test asked it who it is
+            await asyncio.sleep(0.1)  # several ticks see the new name
+            agent.gate.set()
+            status = await _status_when(coordinator, lambda s: not s.running and s.images_ready > 0)
+    finally:
+        stop.set()
+        await running
+        await client.aclose()
+    assert [(i.node, i.phase) for i in status.nodes] == [("node-1", Phase.DONE)]
+    assert len([s for s in agent.seen if s.path == "/v1/prepull"]) == 1
 
 
 @pytest.mark.parametrize(
