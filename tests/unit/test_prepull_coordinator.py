@@ -40,9 +40,14 @@ def _settled(status: JobStatus) -> bool:
 
 @contextlib.asynccontextmanager
 async def _running(
-    tmp_path: Path, agents: dict[str, ReplayAgent], targets: list[AgentTarget], job: dict[str, Any]
+    tmp_path: Path,
+    agents: dict[str, ReplayAgent],
+    targets: list[AgentTarget],
+    job: dict[str, Any],
+    label: Callable[[AgentTarget], str] = lambda target: target.node or target.label,
 ) -> AsyncIterator[PrepullCoordinator]:
-    """A coordinator running job ``job`` over ``targets`` (answered by ``agents``)."""
+    """A coordinator running job ``job`` over ``targets`` (answered by ``agents``; nodes named
+    by ``label``)."""
     jobs = tmp_path / "jobs.yaml"
     jobs.write_text(yaml.safe_dump({"jobs": [job]}))
 
@@ -57,7 +62,7 @@ async def _running(
         tick=0.02,
         agents=discovered,
         client=client,
-        label=lambda target: target.node or target.label,
+        label=label,
     )
     stop = asyncio.Event()
     running = asyncio.create_task(coordinator.run(stop))
@@ -161,35 +166,18 @@ async def test_a_node_named_in_the_middle_of_a_wave_keeps_its_pairs(tmp_path: Pa
     target = AgentTarget("10.0.0.1", 8479)  # no node name, as DNS discovery finds it
     learnt: dict[str, str] = {}
     job = {"name": "warm", "images": [MISSING], "on_new_node": True, "retries": {"attempts": 1}}
-    jobs = tmp_path / "jobs.yaml"
-    jobs.write_text(yaml.safe_dump({"jobs": [job]}))
+    agents: dict[str, ReplayAgent] = {"10.0.0.1:8479": agent}
 
-    async def discovered() -> list[AgentTarget]:
-        return [target]
+    def label(t: AgentTarget) -> str:
+        return t.node or learnt.get(t.url) or t.label
 
-    client = AgentClient(transport=Agents({"10.0.0.1:8479": agent}))
-    coordinator = PrepullCoordinator(
-        jobs_file=jobs,
-        missing_ok=False,
-        poll_interval=60,
-        tick=0.02,
-        agents=discovered,
-        client=client,
-        label=lambda t: t.node or learnt.get(t.url) or t.label,
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(coordinator.run(stop))
-    try:
+    async with _running(tmp_path, agents, [target], job, label) as coordinator:
         async with asyncio.timeout(20):
             await agent.arrived.wait()
-            learnt[target.url] = "node-1"  # e.g. a cluster pull test asked it who it is
-            await asyncio.sleep(0.1)  # several ticks see the new name
-            agent.gate.set()
-            status = await _status_when(coordinator, lambda s: not s.running and s.images_ready > 0)
-    finally:
-        stop.set()
-        await running
-        await client.aclose()
+        learnt[target.url] = "node-1"  # e.g. a cluster pull test asked it who it is
+        await asyncio.sleep(0.1)  # several ticks see the new name
+        agent.gate.set()
+        status = await _status_when(coordinator, lambda s: not s.running and s.images_ready > 0)
     assert [(i.node, i.phase) for i in status.nodes] == [("node-1", Phase.DONE)]
     assert len([s for s in agent.seen if s.path == "/v1/prepull"]) == 1
 
