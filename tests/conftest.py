@@ -1,6 +1,7 @@
 """Shared fixtures. The ``lab`` fixture starts the local lab once per session.
 
-With ``CI=true`` the lab must start: a failure fails the run loudly instead of skipping.
+With ``CI=true`` the lab must start (afresh, if one was left running): a failure fails the run
+loudly instead of skipping.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ def lab() -> Iterator[LabInfo]:
     from lab import control
 
     already_running = control.status(DEFAULT_DIR)
+    if already_running and IN_CI:
+        # CI tests this checkout from a clean start: a lab left running may run another tree's
+        # node agents and carry their state (the registries they have tested, images, faults)
+        control.down(DEFAULT_DIR)
+        already_running = False
     try:
         info = control.up(DEFAULT_DIR)
     except Exception as exc:
