@@ -3,8 +3,9 @@
 Eleven lab nodes (``lab.nodes``: each in its own network and mount namespace, with its own
 containerd and its own agent on its own address) get one fault each (``lab.nodefaults``; node-1
 none, node-11 its MTU black hole in its own test only); one real aggregator finds their agents by
-DNS (the bridge resolver's headless-Service-style name), as in a cluster. The whole module runs
-once per containerd build (1.6, 1.7, 2.x: ``lab.runtimes``).
+DNS (the bridge resolver's headless-Service-style name), as in a cluster. What the runtime decides
+(each node's cause, the pre-pull job, the MTU stall) runs once per containerd build (1.6, 1.7, 2.x:
+``lab.runtimes``); the connectivity matrix (pullcheck's own probes) and a cleared fault on 1.6.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ def test_each_node_fails_its_own_way(cluster: tuple[LabInfo, Server, Path]) -> N
     assert "10.99.0.1:3128" in by_node["node-9"]["summary"]
 
 
+# the probes are pullcheck's own, the same whatever containerd a node runs: on one runtime only
+@pytest.mark.parametrize("cluster", ["1.6"], indirect=True, ids=["containerd-1.6"])
 def test_connectivity_matrix_shows_who_cannot_reach_what(
     cluster: tuple[LabInfo, Server, Path],
 ) -> None:
@@ -160,16 +163,17 @@ def test_prepull_job_skips_the_broken_nodes_with_their_causes(
             assert entry["cause"] == cause, f"{name} ({fault}): {entry}"
 
 
+@pytest.mark.parametrize("cluster", ["1.6"], indirect=True, ids=["containerd-1.6"])
 def test_a_cleared_fault_makes_the_node_pass(cluster: tuple[LabInfo, Server, Path]) -> None:
     info, agg, _ = cluster
     for name in ("node-2", "node-9"):  # a resolver fault, and one that restarts containerd
         nodefaults.clear(info.dir, name)
     try:
-        body = _pulltest(agg, info.images["tls"])
+        # (not node-6: its dropped SYNs would make the test wait 12 s for nothing)
+        body = pulltest(agg, info.images["tls"], PULL_TIMEOUT, nodes="node-2,node-3,node-9")
         success = {n["node"]: n["success"] for n in body["nodes"]}
-        assert success["node-2"] is True and success["node-9"] is True
-        assert success["node-3"] is False  # the others keep failing
-        assert body["summary"]["failed"] == len(FAILING) - 2
+        assert success == {"node-2": True, "node-3": False, "node-9": True}  # node-3 still fails
+        assert body["summary"]["failed"] == 1
     finally:
         for name in ("node-2", "node-9"):
             nodefaults.set_fault(info.dir, name, PLAN[name][0] or "", True)
