@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
 NODE = "lab-node"
 CERTS_D = "/host/etc/containerd/certs.d"  # agent.registry_config_path in the base config
+NODE_CERTS_D = "/etc/containerd/certs.d"  # the same on the node: remedies name it (agent.host_root)
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +186,10 @@ def test_a_pull_test_in_the_container_names_the_cause_named_outside(
         assert inside["image_info"]["repo_digest"] == outside["image_info"]["repo_digest"]
     else:
         assert _endpoints(inside) == _endpoints(outside)
-        # the same words; a path names certs.d where the agent reads it (its mount point)
-        remedy = inside["remedy"].replace(CERTS_D, lab.registry_config_path)
+        # the same words; a path names certs.d where the node has it (the agent's mount point
+        # without the host root), which on the lab is the lab's certs.d
+        assert CERTS_D not in inside["remedy"]
+        remedy = inside["remedy"].replace(NODE_CERTS_D, lab.registry_config_path)
         assert remedy == outside["remedy"]
 
 
