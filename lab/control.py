@@ -129,7 +129,7 @@ def _nodes(paths: Paths, info: LabInfo, count: int, agents: bool, runtime: str |
     """Start missing nodes up to ``count`` and restart dead recorded ones (lock held)."""
     if not count and not info.node_pids:
         return info
-    return nodes.ensure_locked(paths, info, count, agents=agents, runtime=runtime)
+    return nodes.ensure_locked(paths, info, nodes.node_names(count), agents=agents, runtime=runtime)
 
 
 def _unmount_all(paths: Paths) -> None:

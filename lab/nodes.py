@@ -214,15 +214,13 @@ def problems(paths: Paths, info: LabInfo) -> dict[str, str]:
 def ensure_locked(
     paths: Paths,
     info: LabInfo,
-    names: int | Sequence[str],
+    names: Sequence[str],
     *,
     agents: bool = False,
     runtime: str | None = None,
 ) -> LabInfo:
-    """``ensure_nodes`` for a caller that holds the directory lock (``names``: the nodes, or
-    node-1..node-``names``). Saves and returns ``info``."""
-    listed = node_names(names) if isinstance(names, int) else list(names)
-    wanted = sorted(set(listed) | set(info.node_pids), key=node_index)
+    """``ensure_nodes`` for a caller that holds the directory lock. Saves and returns ``info``."""
+    wanted = sorted(set(names) | set(info.node_pids), key=node_index)
     todo = []
     for name in wanted:
         pid = info.node_pids.get(name)

@@ -143,7 +143,7 @@ CASES: list[CauseCase] = [
 def cluster(
     lab: LabInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LabInfo, Server]]:
-    """node-1..3 on containerd 1.6, 1.7 and 2.x, no faults, and an aggregator finding them."""
+    """node-12..14 on containerd 1.6, 1.7 and 2.x, no faults, and an aggregator finding them."""
     plans = [scenario.NodePlan(node, runtime) for node, runtime in RUNTIME_OF.items()]
     workdir = tmp_path_factory.mktemp("causes-per-runtime")
     with lab_cluster(lab, plans, workdir, name="agg-causes") as (info, agg):

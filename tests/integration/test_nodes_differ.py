@@ -144,7 +144,7 @@ def test_prepull_job_skips_the_broken_nodes_with_their_causes(
 ) -> None:
     info, agg, _ = cluster
     for name in PLAN:  # the image absent everywhere, so every node really pulls
-        _remove(info, name, info.images["tls"])
+        cri.remove(info.nodes[name], info.images["tls"])
     before = _wait_job(agg, "warm-tls", settled=False)  # not running (a start-up run ended)
     reply = agg.client().post("/v1/prepull/jobs/warm-tls/run")
     assert reply.status_code in (200, 202), reply.text
@@ -186,7 +186,7 @@ def test_an_mtu_black_hole_stalls_the_blob_download(cluster: tuple[LabInfo, Serv
     stall timeout of its own here) — and the probes see nothing wrong. Switched on for this
     test only, the module's last, so the other tests do not wait for its stall."""
     info, agg, _ = cluster
-    _remove(info, MTU_NODE, info.images["tls"])  # the pre-pull test put it there
+    cri.remove(info.nodes[MTU_NODE], info.images["tls"])  # the pre-pull test put it there
     nodefaults.set_fault(info.dir, MTU_NODE, "mtu-blackhole", True)
     try:
         body = pulltest(agg, info.images["tls"], MTU_TIMEOUT, nodes=MTU_NODE)
@@ -201,10 +201,6 @@ def test_an_mtu_black_hole_stalls_the_blob_download(cluster: tuple[LabInfo, Serv
         assert row["cells"][tls]["success"], row["cells"][tls]  # every probe answer fits
     finally:
         nodefaults.set_fault(info.dir, MTU_NODE, "mtu-blackhole", False)
-
-
-def _remove(info: LabInfo, name: str, image: str) -> None:
-    cri.remove(info.nodes[name], image)
 
 
 def _wait_job(
